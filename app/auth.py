@@ -1,0 +1,152 @@
+"""JWT -> Principal. The only module that uses pyjwt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import jwt
+
+from app.errors import Forbidden, Unauthenticated
+from app.settings import Settings, get_settings
+
+ROLES = frozenset(
+    {
+        "resident",
+        "merchant",
+        "scenario_operator",
+        "project_developer",
+        "center",
+        "exchange",
+        "regulator",
+        "expert",
+        "verifier",
+    }
+)
+ORG_ROLES = frozenset({"merchant", "scenario_operator", "project_developer"})
+STAFF_ROLES = frozenset({"center", "exchange", "regulator"})
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the identity provider's subject, roles, and organisation code."""
+
+    subject: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    org: str | None = None
+    name: str | None = None
+
+    def has(self, *roles: str) -> bool:
+        """True when the caller holds any of `roles`."""
+        return not self.roles.isdisjoint(roles)
+
+    def require(self, *roles: str) -> None:
+        """Raise Forbidden unless the caller holds one of `roles`."""
+        if not self.has(*roles):
+            raise Forbidden()
+
+    def require_org(self, *roles: str) -> str:
+        """The caller's organisation code, for an organisation role among `roles`."""
+        self.require(*roles)
+        if not self.org:
+            raise Forbidden("This role acts for an organisation; the token carries no org.")
+        return self.org
+
+
+@lru_cache(maxsize=4)
+def _jwks_client(url: str) -> jwt.PyJWKClient:
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=600)
+
+
+def _key_for(token: str, settings: Settings) -> object:
+    if settings.jwt_public_key:
+        return settings.jwt_public_key
+    if settings.jwt_jwks_url:
+        return _jwks_client(settings.jwt_jwks_url).get_signing_key_from_jwt(token).key
+    return settings.jwt_secret
+
+
+def _claims_to_principal(claims: dict) -> Principal:
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise Unauthenticated("The token's roles claim must be a list of strings.")
+    org = claims.get("org")
+    if org is not None and not isinstance(org, str):
+        raise Unauthenticated("The token's org claim must be a string.")
+    sub = claims["sub"]
+    if not isinstance(sub, str) or not 0 < len(sub) <= 128:
+        raise Unauthenticated("The token's sub claim must be a string of 1 to 128 characters.")
+    name = claims.get("name")
+    return Principal(
+        subject=sub,
+        roles=frozenset(r for r in roles if r in ROLES),
+        org=org or None,
+        name=name if isinstance(name, str) else None,
+    )
+
+
+def decode_token(token: str, settings: Settings | None = None) -> Principal:
+    """Verify a token's signature, algorithm, issuer, audience and expiry; raise Unauthenticated."""
+    settings = settings or get_settings()
+    try:
+        key = _key_for(token, settings)
+        claims = jwt.decode(
+            token,
+            key=key,
+            algorithms=settings.jwt_algorithms,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": REQUIRED_CLAIMS},
+        )
+    except jwt.PyJWTError:
+        raise Unauthenticated("The token is invalid or expired.") from None
+    return _claims_to_principal(claims)
+
+
+async def decode_token_async(token: str, settings: Settings | None = None) -> Principal:
+    """decode_token, off the event loop when keys come from a JWKS endpoint (blocking fetch)."""
+    settings = settings or get_settings()
+    if settings.jwt_jwks_url:
+        return await asyncio.to_thread(decode_token, token, settings)
+    return decode_token(token, settings)
+
+
+def principal_from_header(value: str | None, settings: Settings | None = None) -> Principal | None:
+    """The Principal for an Authorization header value; None when absent; raise when invalid."""
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization must be 'Bearer <token>'.")
+    return decode_token(token.strip(), settings)
+
+
+def issue_token(
+    subject: str,
+    roles: list[str],
+    org: str | None = None,
+    ttl_seconds: int = 7 * 24 * 3600,
+    settings: Settings | None = None,
+    name: str | None = None,
+) -> str:
+    """Sign a development token with the shared secret (refused in production)."""
+    settings = settings or get_settings()
+    if settings.production or not settings.jwt_secret:
+        raise RuntimeError("development tokens are refused in production")
+    now = int(time.time())
+    claims: dict = {
+        "sub": subject,
+        "roles": roles,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + ttl_seconds,
+    }
+    if org:
+        claims["org"] = org
+    if name:
+        claims["name"] = name
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

@@ -1,0 +1,64 @@
+"""create_app(): routes, lifespan and wiring of the HTTP service."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from tortoise import connections
+
+from app.db import close_db, init_db
+from app.redis import close_store, get_store
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """200 when the database (and Redis, when configured) answer; 503 otherwise."""
+    checks: dict[str, str] = {}
+    try:
+        await connections.get("default").execute_query("SELECT 1")
+        checks["database"] = "ok"
+    except Exception:  # noqa: BLE001 - any failure means unhealthy
+        checks["database"] = "unreachable"
+    if get_settings().redis_url:
+        checks["redis"] = "ok" if await get_store().ping() else "unreachable"
+    healthy = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ok" if healthy else "unhealthy", **checks},
+                        status_code=200 if healthy else 503)
+
+
+def create_app(settings: Settings | None = None, manage_db: bool = True) -> Starlette:
+    """The ASGI application; `manage_db=False` when the caller opens the database itself."""
+    settings = settings or get_settings()
+    from graphql_schema.schema import schema
+    from graphql_schema.view import PuhuiGraphQL
+    from registry.ingest import ingest_scenario_records
+
+    graphql = PuhuiGraphQL(schema, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_db:
+            await init_db(settings)
+        get_store(settings)
+        try:
+            yield
+        finally:
+            await close_store()
+            if manage_db:
+                await close_db()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        Route("/ingest/scenarios/{code}/records", ingest_scenario_records, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

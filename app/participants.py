@@ -1,0 +1,86 @@
+"""Participants: residents known by their identity-provider subject, organisations by their code."""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.exceptions import IntegrityError
+from tortoise.models import Model
+
+from app.auth import Principal
+
+
+class Participant(Model):
+    """Anyone holding an account: an individual (resident) or an organisation."""
+
+    id = fields.BigIntField(primary_key=True)
+    kind = fields.CharField(max_length=16)  # individual | organisation
+    subject = fields.CharField(max_length=128, null=True, unique=True)
+    org_code = fields.CharField(max_length=18, null=True, unique=True)
+    display_name = fields.CharField(max_length=128, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "participant"
+
+
+_cache: dict[str, int] = {}
+
+
+def mask_subject(subject: str) -> str:
+    """A display form of a subject that never shows the whole identifier."""
+    if len(subject) <= 4:
+        return "*" * len(subject)
+    return f"{subject[:2]}{'*' * min(6, len(subject) - 4)}{subject[-2:]}"
+
+
+async def _get_or_create(key: str, **values: str) -> int:
+    cached = _cache.get(key)
+    if cached is not None:
+        return cached
+    lookup = {k: v for k, v in values.items() if k in ("subject", "org_code")}
+    row = await Participant.filter(**lookup).only("id").first()
+    if row is None:
+        try:
+            row = await Participant.create(**values)
+        except IntegrityError:
+            row = await Participant.filter(**lookup).only("id").first()
+            if row is None:
+                raise
+        await _on_created(row.id, values["kind"])
+    _cache[key] = row.id
+    return row.id
+
+
+async def _on_created(participant_id: int, kind: str) -> None:
+    from app.ledger.accounts import open_holder_accounts
+
+    await open_holder_accounts(participant_id)
+
+
+async def resident_id(principal: Principal) -> int:
+    """The participant id of a resident, opening their carbon account on first sight."""
+    name = principal.name or f"居民{mask_subject(principal.subject)}"
+    return await _get_or_create(
+        f"s:{principal.subject}", kind="individual", subject=principal.subject, display_name=name
+    )
+
+
+async def organisation_id(org_code: str, name: str | None = None) -> int:
+    """The participant id of an organisation, known by its code from its first request."""
+    return await _get_or_create(
+        f"o:{org_code}", kind="organisation", org_code=org_code, display_name=name or org_code
+    )
+
+
+async def find_resident(subject: str) -> int | None:
+    """The participant id of a resident already known by `subject`, or None."""
+    cached = _cache.get(f"s:{subject}")
+    if cached is not None:
+        return cached
+    row = await Participant.filter(subject=subject).only("id").first()
+    return row.id if row else None
+
+
+def forget_cache() -> None:
+    """Drop cached ids (tests that recreate the database)."""
+    _cache.clear()

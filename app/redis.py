@@ -1,0 +1,192 @@
+"""Redis access, or an in-process stand-in when PUHUI_REDIS_URL is not set.
+
+Redis holds only what can be rebuilt: caches, rate-limit counters, the flash-sale stock gate and
+pub/sub for live updates. Both stores offer the same small async interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    """What the service needs from Redis."""
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes | str, ttl: int | None = None) -> None: ...
+    async def delete(self, *keys: str) -> None: ...
+    async def delete_pattern(self, pattern: str) -> None: ...
+    async def incr(self, key: str, amount: int = 1, ttl: int | None = None) -> int: ...
+    async def publish(self, channel: str, message: str) -> None: ...
+    def subscribe(self, channel: str) -> AsyncIterator[str]: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    """The in-process stand-in: one process, nothing shared, nothing kept."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[bytes, float | None]] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+
+    def _live(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and expires <= time.monotonic():
+            del self._data[key]
+            return None
+        return value
+
+    async def get(self, key: str) -> bytes | None:
+        """The value at `key`, or None."""
+        return self._live(key)
+
+    async def set(self, key: str, value: bytes | str, ttl: int | None = None) -> None:
+        """Store `value` at `key`, expiring after `ttl` seconds if given."""
+        raw = value.encode() if isinstance(value, str) else value
+        self._data[key] = (raw, time.monotonic() + ttl if ttl else None)
+
+    async def delete(self, *keys: str) -> None:
+        """Remove keys."""
+        for key in keys:
+            self._data.pop(key, None)
+
+    async def delete_pattern(self, pattern: str) -> None:
+        """Remove every key matching a glob pattern."""
+        for key in [k for k in self._data if fnmatch.fnmatchcase(k, pattern)]:
+            del self._data[key]
+
+    async def incr(self, key: str, amount: int = 1, ttl: int | None = None) -> int:
+        """Add `amount` to the integer at `key`; a new key expires after `ttl` seconds."""
+        current = self._live(key)
+        if current is None:
+            value = amount
+            self._data[key] = (str(value).encode(), time.monotonic() + ttl if ttl else None)
+        else:
+            value = int(current) + amount
+            self._data[key] = (str(value).encode(), self._data[key][1])
+        return value
+
+    async def publish(self, channel: str, message: str) -> None:
+        """Deliver `message` to this process's subscribers of `channel`."""
+        for queue in list(self._subscribers.get(channel, ())):
+            queue.put_nowait(message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Messages published to `channel` from now on."""
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers[channel].add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers[channel].discard(queue)
+
+    async def ping(self) -> bool:
+        """Always reachable."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to close."""
+
+
+class RedisStore:
+    """The shared store on a Redis server."""
+
+    def __init__(self, url: str) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=5, socket_timeout=5, protocol=3
+        )
+        self.client = aioredis.Redis(connection_pool=pool)
+        self._url = url
+
+    async def get(self, key: str) -> bytes | None:
+        """The value at `key`, or None."""
+        return await self.client.get(key)
+
+    async def set(self, key: str, value: bytes | str, ttl: int | None = None) -> None:
+        """Store `value` at `key`, expiring after `ttl` seconds if given."""
+        await self.client.set(key, value, ex=ttl)
+
+    async def delete(self, *keys: str) -> None:
+        """Remove keys."""
+        if keys:
+            await self.client.delete(*keys)
+
+    async def delete_pattern(self, pattern: str) -> None:
+        """Remove every key matching a glob pattern."""
+        batch = [key async for key in self.client.scan_iter(match=pattern, count=500)]
+        if batch:
+            await self.client.delete(*batch)
+
+    async def incr(self, key: str, amount: int = 1, ttl: int | None = None) -> int:
+        """Add `amount` to the integer at `key`; a new key expires after `ttl` seconds."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, amount)
+            if ttl:
+                pipe.expire(key, ttl, nx=True)
+            result = await pipe.execute()
+        return int(result[0])
+
+    async def publish(self, channel: str, message: str) -> None:
+        """Publish `message` to every process subscribed to `channel`."""
+        await self.client.publish(channel, message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """Messages published to `channel` from now on, from any process."""
+        pubsub = self.client.pubsub()
+        await pubsub.subscribe(channel)
+        try:
+            async for message in pubsub.listen():
+                if message.get("type") == "message":
+                    data = message["data"]
+                    yield data.decode() if isinstance(data, bytes) else data
+        finally:
+            await pubsub.unsubscribe(channel)
+            await pubsub.aclose()
+
+    async def ping(self) -> bool:
+        """True when the server answers."""
+        try:
+            return bool(await self.client.ping())
+        except aioredis.RedisError:
+            return False
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self.client.aclose()
+
+
+_store: Store | None = None
+
+
+def get_store(settings: Settings | None = None) -> Store:
+    """The process's store: Redis when PUHUI_REDIS_URL is set, else the in-process stand-in."""
+    global _store
+    if _store is None:
+        settings = settings or get_settings()
+        _store = RedisStore(settings.redis_url) if settings.redis_url else MemoryStore()
+    return _store
+
+
+async def close_store() -> None:
+    """Close and forget the process's store."""
+    global _store
+    if _store is not None:
+        await _store.close()
+        _store = None

@@ -1,0 +1,128 @@
+"""Settings read once from the environment; bad values stop the process with a one-line reason."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+ENVIRONMENTS = ("development", "test", "production")
+DEV_SECRET = "puhui-development-secret-change-me-0123456789"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the process needs from its environment."""
+
+    env: str = "development"
+    database_url: str = "sqlite://var/puhui.sqlite3"
+    redis_url: str | None = None
+    jwt_secret: str | None = DEV_SECRET
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str = "puhui-dev"
+    jwt_audience: str = "puhui"
+    db_pool_size: int = 20
+    log_level: str = "INFO"
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def production(self) -> bool:
+        """True when running in production (errors masked, introspection off)."""
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite://")
+
+    @property
+    def jwt_algorithms(self) -> list[str]:
+        """The algorithms tokens may be signed with: pinned, never taken from the token."""
+        if self.jwt_public_key or self.jwt_jwks_url:
+            return ["RS256", "ES256"]
+        return ["HS256"]
+
+
+def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from an environment mapping, raising SettingsError on any bad value."""
+    env = dict(os.environ if env is None else env)
+    mode = env.get("PUHUI_ENV", "development") or "development"
+    if mode not in ENVIRONMENTS:
+        raise SettingsError(f"PUHUI_ENV must be one of {', '.join(ENVIRONMENTS)}, got {mode!r}")
+
+    database_url = env.get("PUHUI_DATABASE_URL") or "sqlite://var/puhui.sqlite3"
+    if not database_url.startswith(("sqlite://", "postgres://", "postgresql://", "asyncpg://")):
+        raise SettingsError(
+            "PUHUI_DATABASE_URL must be sqlite://PATH or postgres://USER@HOST:PORT/DB, "
+            f"got scheme {database_url.split(':', 1)[0]!r}"
+        )
+    if database_url.startswith("postgresql://"):
+        database_url = "postgres://" + database_url[len("postgresql://") :]
+
+    redis_url = env.get("PUHUI_REDIS_URL") or None
+    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("PUHUI_REDIS_URL must start with redis://, rediss:// or unix://")
+
+    secret = env.get("PUHUI_JWT_SECRET") or None
+    public_key = env.get("PUHUI_JWT_PUBLIC_KEY") or None
+    jwks_url = env.get("PUHUI_JWT_JWKS_URL") or None
+    if mode == "production":
+        if not (public_key or jwks_url):
+            raise SettingsError(
+                "production needs PUHUI_JWT_PUBLIC_KEY or PUHUI_JWT_JWKS_URL (RS256/ES256 tokens)"
+            )
+        secret = None
+    elif not (secret or public_key or jwks_url):
+        secret = DEV_SECRET
+    if secret is not None and len(secret) < 32:
+        raise SettingsError("PUHUI_JWT_SECRET must be at least 32 characters")
+
+    log_level = (env.get("PUHUI_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"PUHUI_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level}")
+
+    return Settings(
+        env=mode,
+        database_url=database_url,
+        redis_url=redis_url,
+        jwt_secret=secret,
+        jwt_public_key=public_key,
+        jwt_jwks_url=jwks_url,
+        jwt_issuer=env.get("PUHUI_JWT_ISSUER") or "puhui-dev",
+        jwt_audience=env.get("PUHUI_JWT_AUDIENCE") or "puhui",
+        db_pool_size=_int(env, "PUHUI_DB_POOL_SIZE", 20, 1, 500),
+        log_level=log_level,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite file path for a sqlite:// URL, or None for other databases."""
+    if not settings.is_sqlite:
+        return None
+    raw = settings.database_url[len("sqlite://") :].split("?", 1)[0]
+    return None if raw == ":memory:" else Path(raw)

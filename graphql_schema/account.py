@@ -1,0 +1,130 @@
+"""The caller (`me`), their carbon account and its ledger entries; the system totals."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from app.ledger import queries as ledger_queries
+from app.ledger.accounts import balances, holder_account_id
+from app.ledger.models import Asset, Entry, EntryKind
+from app.ledger.verify import system_totals
+from app.participants import Participant
+from graphql_schema.ids import encode_id
+from graphql_schema.pagination import Connection, build_connection, decode_cursor, page_size
+from graphql_schema.permissions import CenterOrRegulator, Resident
+from graphql_schema.scalars import BigInt
+
+LedgerEntryKind = strawberry.enum(EntryKind, name="LedgerEntryKind")
+LedgerAsset = strawberry.enum(Asset, name="LedgerAsset")
+
+
+@strawberry.type
+class LedgerEntry:
+    """One movement on the holder's account, signed from the holder's point of view."""
+
+    id: strawberry.ID
+    kind: LedgerEntryKind
+    asset: LedgerAsset
+    amount: BigInt
+    balance_after: BigInt
+    created_at: datetime
+    memo: str | None
+
+    @classmethod
+    def from_row(cls, row: Entry) -> LedgerEntry:
+        """The GraphQL view of an entry row."""
+        return cls(
+            id=strawberry.ID(encode_id("LedgerEntry", row.id)),
+            kind=EntryKind(row.kind),
+            asset=Asset(row.asset),
+            amount=row.amount,
+            balance_after=row.balance_after,
+            created_at=row.created_at,
+            memo=row.memo or None,
+        )
+
+
+@strawberry.type
+class CarbonAccount:
+    """A participant's holdings: reductions and points."""
+
+    participant_id: strawberry.Private[int]
+    reduction_grams: BigInt
+    points: BigInt
+
+    @strawberry.field(description="Ledger entries on both assets, newest first.")
+    async def entries(self, first: int, after: str | None = None) -> Connection[LedgerEntry]:
+        """Page through the account's ledger entries."""
+        size = page_size(first)
+        before = decode_cursor(after)
+        ids = [await holder_account_id(self.participant_id, asset) for asset in Asset]
+        rows = await ledger_queries.entries_page(ids, size, before)
+        return build_connection(rows, size, lambda r: r.id, LedgerEntry.from_row)
+
+
+async def load_account(participant_id: int) -> CarbonAccount:
+    """The carbon account of a participant with its current available balances."""
+    held = await balances(participant_id)
+    grams, grams_pending = held[Asset.REDUCTION_GRAMS]
+    points, points_pending = held[Asset.POINTS]
+    return CarbonAccount(
+        participant_id=participant_id,
+        reduction_grams=grams - grams_pending,
+        points=points - points_pending,
+    )
+
+
+@strawberry.type
+class Me:
+    """The signed-in resident."""
+
+    participant_id: strawberry.Private[int]
+
+    @strawberry.field
+    def id(self) -> strawberry.ID:
+        """The resident's global ID."""
+        return strawberry.ID(encode_id("Participant", self.participant_id))
+
+    @strawberry.field
+    async def display_name(self) -> str:
+        """A display name that never reveals the identity-provider subject."""
+        row = await Participant.filter(id=self.participant_id).only("display_name").first()
+        return row.display_name if row else ""
+
+    @strawberry.field
+    async def account(self) -> CarbonAccount:
+        """The resident's carbon account."""
+        return await load_account(self.participant_id)
+
+
+@strawberry.type
+class SystemTotals:
+    """Conservation: issued = held + reserve + retired; points issued = held + pooled + bought back."""
+
+    issued_grams: BigInt
+    held_grams: BigInt
+    reserve_grams: BigInt
+    retired_grams: BigInt
+    points_issued: BigInt
+    points_held: BigInt
+    points_pooled: BigInt
+    points_bought_back: BigInt
+
+
+@strawberry.type
+class Query:
+    """Root fields of the account and the ledger."""
+
+    @strawberry.field(permission_classes=[Resident], description="The signed-in resident.")
+    async def me(self, info: Info) -> Me:
+        """The calling resident, their account opened on first sight."""
+        return Me(participant_id=await info.context.resident_id())
+
+    @strawberry.field(permission_classes=[CenterOrRegulator])
+    async def system_totals(self) -> SystemTotals:
+        """Where every issued gram and point is now."""
+        t = await system_totals()
+        return SystemTotals(**t.__dict__)

@@ -1,0 +1,73 @@
+"""userErrors on mutation payloads, and error codes on GraphQL errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from app.errors import AccessError, DomainError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@strawberry.type
+class UserError:
+    """A business refusal: a code clients switch on, a message, and the input field at fault."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+    @classmethod
+    def from_exc(cls, exc: DomainError) -> UserError:
+        """The userError for a DomainError."""
+        return cls(code=exc.code, message=exc.message, field=exc.field)
+
+
+async def attempt(make: Callable[[], Awaitable[T]], refused: Callable[[UserError], T]) -> T:
+    """Run a service call; a DomainError becomes a payload carrying one userError."""
+    try:
+        return await make()
+    except DomainError as exc:
+        return refused(UserError.from_exc(exc))
+
+
+def _coded(error: GraphQLError, code: str, message: str | None = None) -> GraphQLError:
+    return GraphQLError(
+        message=message or error.message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions={**(error.extensions or {}), "code": code},
+    )
+
+
+class ErrorCodes(MaskErrors):
+    """Give every error an extensions.code and hide unexpected ones' internals."""
+
+    def __init__(self, production: bool = False) -> None:
+        super().__init__(error_message="Unexpected error.")
+        self.production = production
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        out: list[GraphQLError] = []
+        for error in errors:
+            original = error.original_error
+            if isinstance(original, AccessError | DomainError):
+                out.append(_coded(error, original.code, original.message))
+            elif original is None:
+                out.append(_coded(error, "BAD_REQUEST"))
+            elif isinstance(original, GraphQLError):
+                out.append(_coded(error, "BAD_USER_INPUT"))
+            else:
+                log.error("unexpected error at %s", error.path, exc_info=original)
+                out.append(_coded(error, "INTERNAL_SERVER_ERROR", "Unexpected error."))
+        return out

@@ -1,0 +1,81 @@
+"""Relay-style connections with opaque keyset cursors (newest first by id)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import strawberry
+
+from app.errors import InvalidInput
+
+T = TypeVar("T")
+N = TypeVar("N")
+MAX_PAGE = 100
+
+
+@strawberry.type
+class PageInfo:
+    """Where a page stands in its list."""
+
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    """One item of a connection and its cursor."""
+
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    """A page of items."""
+
+    edges: list[Edge[T]]
+    page_info: PageInfo
+
+
+def encode_cursor(position: int) -> str:
+    """The opaque cursor for a keyset position."""
+    return base64.urlsafe_b64encode(f"c:{position}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The keyset position inside a cursor; INVALID_INPUT for anything that is not one."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
+        tag, _, value = raw.partition(":")
+        if tag == "c" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeError, ValueError):
+        pass
+    raise InvalidInput("Not a valid cursor.", "after")
+
+
+def page_size(first: int) -> int:
+    """Check `first` (1..100)."""
+    if not 0 < first <= MAX_PAGE:
+        raise InvalidInput(f"first must be between 1 and {MAX_PAGE}.", "first")
+    return first
+
+
+def build_connection(
+    rows: Sequence[N], first: int, position: Callable[[N], int], node: Callable[[N], T]
+) -> Connection[T]:
+    """A connection from `first + 1` fetched rows: the extra row only tells there is more."""
+    page = list(rows[:first])
+    edges = [Edge(cursor=encode_cursor(position(r)), node=node(r)) for r in page]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(rows) > first,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )

@@ -1,0 +1,60 @@
+"""The one strawberry Schema of the process, with its limits, caches and error handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxTokensLimiter,
+    ParserCache,
+    ValidationCache,
+)
+from strawberry.extensions.max_aliases import create_validator as alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+
+from app.settings import get_settings
+from graphql_schema import account
+from graphql_schema.errors import ErrorCodes
+from graphql_schema.scalars import SCALAR_MAP
+
+MAX_DEPTH = 10
+MAX_TOKENS = 5000
+MAX_ALIASES = 30
+
+DOMAINS: list[Any] = [account]
+
+
+def _merged(name: str) -> type | None:
+    parts = tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name))
+    return merge_types(name, parts) if parts else None
+
+
+def build_schema() -> strawberry.Schema:
+    """Assemble the schema from every domain's Query, Mutation and Subscription."""
+    settings = get_settings()
+    # Rule classes are built once here: new classes per request would defeat ValidationCache.
+    rules: list[Any] = [depth_rule(MAX_DEPTH, None, None), alias_rule(MAX_ALIASES)]
+    if settings.production:
+        rules.append(NoSchemaIntrospectionCustomRule)
+    extensions: list[Any] = [
+        lambda: ErrorCodes(production=settings.production),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+        lambda: AddValidationRules(rules),
+    ]
+    return strawberry.Schema(
+        query=_merged("Query"),
+        mutation=_merged("Mutation"),
+        subscription=_merged("Subscription"),
+        extensions=extensions,
+        config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
+    )
+
+
+schema = build_schema()

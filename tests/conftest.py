@@ -1,0 +1,85 @@
+"""Test session: one fresh database per run (PostgreSQL or SQLite), migrated with the real
+migrations, Redis or the in-process stand-in, and a ledger check when the suite ends.
+
+Select the backend with PUHUI_DATABASE_URL: a postgres:// URL names the server (a database of
+its own is created and dropped), anything else runs on a temporary SQLite file. PUHUI_REDIS_URL
+selects Redis; unset, the in-process stand-in is used.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+os.environ["PUHUI_ENV"] = "test"
+os.environ.setdefault("PUHUI_JWT_SECRET", "test-secret-for-the-puhui-suite-0123456789")
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+
+BASE_URL = os.environ.get("PUHUI_DATABASE_URL", "")
+USE_POSTGRES = BASE_URL.startswith(("postgres://", "postgresql://"))
+TEST_DB = f"puhui_test_{uuid.uuid4().hex[:10]}"
+
+
+def _with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1).split("?", 1)[0]
+
+
+if USE_POSTGRES:
+    os.environ["PUHUI_DATABASE_URL"] = _with_db(BASE_URL, TEST_DB)
+else:
+    _tmp = tempfile.mkdtemp(prefix="puhui-test-")
+    os.environ["PUHUI_DATABASE_URL"] = f"sqlite://{_tmp}/puhui.sqlite3"
+
+
+@pytest.fixture(scope="session")
+async def database() -> AsyncIterator[str]:
+    """A migrated database for the whole run; the ledger must verify when the run ends."""
+    from app.db import close_db, init_db, run_migrations
+    from app.ledger.verify import verify
+
+    if USE_POSTGRES:
+        admin = await asyncpg.connect(_asyncpg_dsn(BASE_URL))
+        await admin.execute(f'CREATE DATABASE "{TEST_DB}"')
+        await admin.close()
+    await run_migrations()
+    await init_db()
+    try:
+        yield os.environ["PUHUI_DATABASE_URL"]
+        report = await verify()
+        assert report.ok, "ledger verify failed after the suite: " + "; ".join(report.problems[:20])
+    finally:
+        from app.redis import close_store
+
+        await close_store()
+        await close_db()
+        if USE_POSTGRES:
+            admin = await asyncpg.connect(_asyncpg_dsn(BASE_URL))
+            await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def app(database: str):
+    """The ASGI application on the test database."""
+    from app.main import create_app
+
+    return create_app(manage_db=False)
+
+
+@pytest.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client speaking to the app in-process."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://puhui.test") as c:
+        yield c

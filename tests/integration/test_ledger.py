@@ -1,0 +1,118 @@
+"""The ledger keeps double entry, never goes negative, and traces grams to their lots."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction
+
+from app.errors import InsufficientReductions, NotEligible
+from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
+from app.ledger.models import Account, Asset, EntryKind, LotHolding
+from app.ledger.posting import Posting, hold, post, release
+from app.ledger.verify import verify
+from app.participants import organisation_id
+from tests.helpers import unique
+from tests.ledger_support import issue_grams
+
+
+async def _holder() -> int:
+    return await organisation_id(unique("ORG")[:18])
+
+
+async def test_transfer_moves_lots_oldest_first_and_verifies(database):
+    a, b = await _holder(), await _holder()
+    old = await issue_grams(a, 300)
+    new = await issue_grams(a, 500)
+    acc_a = await holder_account_id(a, Asset.REDUCTION_GRAMS)
+    acc_b = await holder_account_id(b, Asset.REDUCTION_GRAMS)
+    async with in_transaction() as conn:
+        [done] = await post(conn, [Posting(Asset.REDUCTION_GRAMS, acc_a, acc_b, 400,
+                                           EntryKind.TRANSFER, "test")])
+    assert done.lots == [(old, 300), (new, 100)]
+    assert done.debit_balance_after == 400 and done.credit_balance_after == 400
+    held = {h.lot_id: h.balance for h in await LotHolding.filter(account_id=acc_b)}
+    assert held == {old: 300, new: 100}
+    assert (await verify()).ok
+
+
+async def test_overdraw_is_refused_and_changes_nothing(database):
+    a, b = await _holder(), await _holder()
+    await issue_grams(a, 100)
+    acc_a = await holder_account_id(a, Asset.REDUCTION_GRAMS)
+    acc_b = await holder_account_id(b, Asset.REDUCTION_GRAMS)
+    with pytest.raises(InsufficientReductions):
+        async with in_transaction() as conn:
+            await post(conn, [Posting(Asset.REDUCTION_GRAMS, acc_a, acc_b, 101,
+                                      EntryKind.TRANSFER, "test")])
+    assert (await Account.get(id=acc_a)).balance == 100
+    assert (await Account.get(id=acc_b)).balance == 0
+
+
+async def test_database_refuses_a_negative_holder_balance(database):
+    a = await _holder()
+    acc = await holder_account_id(a, Asset.POINTS)
+    with pytest.raises((IntegrityError, OperationalError)):
+        await Account.filter(id=acc).update(balance=-1)
+
+
+async def test_class_restricted_draw_is_not_eligible_without_class_i(database):
+    a, b = await _holder(), await _holder()
+    await issue_grams(a, 100, methodology_class="II")
+    acc_a = await holder_account_id(a, Asset.REDUCTION_GRAMS)
+    acc_b = await holder_account_id(b, Asset.REDUCTION_GRAMS)
+    with pytest.raises(NotEligible):
+        async with in_transaction() as conn:
+            await post(conn, [Posting(Asset.REDUCTION_GRAMS, acc_a, acc_b, 50,
+                                      EntryKind.RETIREMENT, "test", lot_class="I")])
+
+
+async def test_hold_counts_against_available_until_released(database):
+    a, b = await _holder(), await _holder()
+    await issue_grams(a, 100)
+    acc_a = await holder_account_id(a, Asset.REDUCTION_GRAMS)
+    acc_b = await holder_account_id(b, Asset.REDUCTION_GRAMS)
+    async with in_transaction() as conn:
+        await hold(conn, acc_a, 80)
+    with pytest.raises(InsufficientReductions):
+        async with in_transaction() as conn:
+            await post(conn, [Posting(Asset.REDUCTION_GRAMS, acc_a, acc_b, 30,
+                                      EntryKind.TRANSFER, "test")])
+    async with in_transaction() as conn:
+        await post(conn, [Posting(Asset.REDUCTION_GRAMS, acc_a, acc_b, 80,
+                                  EntryKind.TRANSFER, "test", release_pending=80)])
+    row = await Account.get(id=acc_a)
+    assert (row.balance, row.pending) == (20, 0)
+    async with in_transaction() as conn:
+        await hold(conn, acc_a, 20)
+    async with in_transaction() as conn:
+        await release(conn, acc_a, 20)
+    assert (await Account.get(id=acc_a)).pending == 0
+
+
+async def test_concurrent_transfers_never_overdraw(database):
+    a, b = await _holder(), await _holder()
+    await issue_grams(a, 1000)
+    acc_a = await holder_account_id(a, Asset.REDUCTION_GRAMS)
+    acc_b = await holder_account_id(b, Asset.REDUCTION_GRAMS)
+
+    async def attempt() -> bool:
+        try:
+            async with in_transaction() as conn:
+                await post(conn, [Posting(Asset.REDUCTION_GRAMS, acc_a, acc_b, 70,
+                                          EntryKind.TRANSFER, "test")])
+            return True
+        except InsufficientReductions:
+            return False
+
+    results = await asyncio.gather(*(attempt() for _ in range(30)))
+    assert sum(results) == 14
+    assert (await Account.get(id=acc_a)).balance == 1000 - 14 * 70
+    assert (await verify()).ok
+
+
+async def test_system_accounts_are_opened_once(database):
+    first = await system_account_id(SystemAccount.CONVERSION_RESERVE)
+    assert first == await system_account_id(SystemAccount.CONVERSION_RESERVE)
