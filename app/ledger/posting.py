@@ -177,7 +177,8 @@ async def post(
             created_at=now,
             using_db=conn,
         )
-        for account_id, signed, after in ((p.debit, -p.amount, debit_after), (p.credit, p.amount, credit_after)):
+        sides = ((p.debit, -p.amount, debit_after), (p.credit, p.amount, credit_after))
+        for account_id, signed, after in sides:
             entries.append(
                 Entry(
                     account_id=account_id,
