@@ -29,10 +29,31 @@ class Store(Protocol):
     async def delete(self, *keys: str) -> None: ...
     async def delete_pattern(self, pattern: str) -> None: ...
     async def incr(self, key: str, amount: int = 1, ttl: int | None = None) -> int: ...
+    async def mget(self, *keys: str) -> list[bytes | None]: ...
+    async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool: ...
+    async def take(self, key: str, amount: int, bypass_key: str) -> int: ...
+    async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
     def subscribe(self, channel: str) -> AsyncIterator[str]: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
+
+
+# `take` answers: done (decremented), short (too little left), missing (rebuild the counter from
+# the database), bypass (`bypass_key` exists: skip the counter, e.g. an idempotent replay).
+TAKE_DONE, TAKE_SHORT, TAKE_MISSING, TAKE_BYPASS = 1, 0, -1, 2
+TAKE_SCRIPT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if tonumber(current) < tonumber(ARGV[1]) then return 0 end
+redis.call('DECRBY', KEYS[1], ARGV[1])
+return 1
+"""
+INCR_IF_EXISTS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
 
 
 class MemoryStore:
@@ -82,6 +103,35 @@ class MemoryStore:
             self._data[key] = (str(value).encode(), self._data[key][1])
         return value
 
+    async def mget(self, *keys: str) -> list[bytes | None]:
+        """The values at `keys`, None where absent."""
+        return [self._live(key) for key in keys]
+
+    async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool:
+        """Store `value` at `key` only if the key is absent; True when stored."""
+        if self._live(key) is not None:
+            return False
+        await self.set(key, value, ttl)
+        return True
+
+    async def take(self, key: str, amount: int, bypass_key: str) -> int:
+        """Decrement the counter at `key` by `amount` if it holds enough (see TAKE_SCRIPT)."""
+        if self._live(bypass_key) is not None:
+            return TAKE_BYPASS
+        current = self._live(key)
+        if current is None:
+            return TAKE_MISSING
+        if int(current) < amount:
+            return TAKE_SHORT
+        self._data[key] = (str(int(current) - amount).encode(), self._data[key][1])
+        return TAKE_DONE
+
+    async def incr_if_exists(self, key: str, amount: int) -> int | None:
+        """Add `amount` to the counter at `key` if it exists; its new value, or None."""
+        if self._live(key) is None:
+            return None
+        return await self.incr(key, amount)
+
     async def publish(self, channel: str, message: str) -> None:
         """Deliver `message` to this process's subscribers of `channel`."""
         for queue in list(self._subscribers.get(channel, ())):
@@ -114,6 +164,8 @@ class RedisStore:
         )
         self.client = aioredis.Redis(connection_pool=pool)
         self._url = url
+        self._take = self.client.register_script(TAKE_SCRIPT)
+        self._incr_if_exists = self.client.register_script(INCR_IF_EXISTS_SCRIPT)
 
     async def get(self, key: str) -> bytes | None:
         """The value at `key`, or None."""
@@ -142,6 +194,23 @@ class RedisStore:
                 pipe.expire(key, ttl, nx=True)
             result = await pipe.execute()
         return int(result[0])
+
+    async def mget(self, *keys: str) -> list[bytes | None]:
+        """The values at `keys`, None where absent."""
+        return list(await self.client.mget(keys)) if keys else []
+
+    async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool:
+        """Store `value` at `key` only if the key is absent; True when stored."""
+        return bool(await self.client.set(key, value, ex=ttl, nx=True))
+
+    async def take(self, key: str, amount: int, bypass_key: str) -> int:
+        """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""
+        return int(await self._take(keys=[key, bypass_key], args=[amount]))
+
+    async def incr_if_exists(self, key: str, amount: int) -> int | None:
+        """Add `amount` to the counter at `key` if it exists; its new value, or None."""
+        result = await self._incr_if_exists(keys=[key], args=[amount])
+        return None if result is None else int(result)
 
     async def publish(self, channel: str, message: str) -> None:
         """Publish `message` to every process subscribed to `channel`."""
