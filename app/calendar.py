@@ -17,7 +17,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
+from tortoise.transactions import in_transaction
 
+from app import audit
+from app.auth import Principal
 from app.errors import InvalidInput, InvalidState
 
 log = logging.getLogger(__name__)
@@ -186,3 +189,15 @@ async def load_calendar_file(path: str | Path, loaded_by: str) -> int:
     year_calendar = parse_year_calendar(raw.get("year"), raw["holidays"], raw["workdays"])
     await save_calendar(year_calendar, loaded_by)
     return year_calendar.year
+
+
+async def load_holiday_calendar(
+    principal: Principal, year: int, holidays: Iterable[date], workdays: Iterable[date]
+) -> YearCalendar:
+    """Regulator: load (or replace) a year's holidays and make-up working days."""
+    principal.require("regulator")
+    year_calendar = parse_year_calendar(year, holidays, workdays)
+    async with in_transaction():
+        await save_calendar(year_calendar, principal.subject)
+        await audit.record(principal, "calendar.load", "HolidayCalendar", year_calendar.year)
+    return year_calendar

@@ -15,6 +15,7 @@ from app.participants import Participant
 from graphql_schema.ids import encode_id
 from graphql_schema.pagination import Connection, build_connection, decode_cursor, page_size
 from graphql_schema.permissions import CenterOrRegulator, Resident
+from graphql_schema.registry import ScenarioAuthorization, scenario_authorizations
 from graphql_schema.scalars import BigInt
 
 LedgerEntryKind = strawberry.enum(EntryKind, name="LedgerEntryKind")
@@ -98,6 +99,11 @@ class Me:
     async def account(self) -> CarbonAccount:
         """The resident's carbon account."""
         return await load_account(self.participant_id)
+
+    @strawberry.field(description="Every scenario consent of the resident, newest first.")
+    async def scenario_authorizations(self) -> list[ScenarioAuthorization]:
+        """The resident's grants, active and revoked (history kept as rows)."""
+        return await scenario_authorizations(self.participant_id)
 
 
 @strawberry.type
