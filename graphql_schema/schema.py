@@ -18,7 +18,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.settings import get_settings
-from graphql_schema import account, registry
+from graphql_schema import account, records, registry
 from graphql_schema.errors import ErrorCodes
 from graphql_schema.scalars import SCALAR_MAP
 
@@ -26,12 +26,23 @@ MAX_DEPTH = 10
 MAX_TOKENS = 5000
 MAX_ALIASES = 30
 
-DOMAINS: list[Any] = [account, registry]
+DOMAINS: list[Any] = [account, records, registry]
 
 
 def _merged(name: str) -> type | None:
     parts = tuple(getattr(m, name) for m in DOMAINS if hasattr(m, name))
     return merge_types(name, parts) if parts else None
+
+
+class PuhuiSchema(strawberry.Schema):
+    """strawberry's Schema without its per-error ERROR log with traceback.
+
+    Refusals (UNAUTHENTICATED, validation failures, typed input errors) are the client's doing and
+    are not logged; ErrorCodes logs every unexpected error once, with its traceback.
+    """
+
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        """Leave logging to ErrorCodes."""
 
 
 def build_schema() -> strawberry.Schema:
@@ -48,12 +59,17 @@ def build_schema() -> strawberry.Schema:
         lambda: ValidationCache(maxsize=1024),
         lambda: AddValidationRules(rules),
     ]
-    return strawberry.Schema(
+    return PuhuiSchema(
         query=_merged("Query"),
         mutation=_merged("Mutation"),
         subscription=_merged("Subscription"),
         extensions=extensions,
-        config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
+        config=StrawberryConfig(
+            auto_camel_case=True,
+            scalar_map=SCALAR_MAP,
+            # "Did you mean ...?" would tell field names that introspection hides.
+            disable_field_suggestions=settings.production,
+        ),
     )
 
 

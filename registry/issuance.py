@@ -1,0 +1,138 @@
+"""Issuing a scenario's accepted records as one lot credited to each resident, and tracing lots."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tortoise.functions import Count, Sum
+from tortoise.transactions import in_transaction
+
+from app.auth import Principal
+from app.errors import InvalidInput, InvalidState, NotFound
+from app.events import account_changed
+from app.idempotency import claim
+from app.ledger.bulk import holder_accounts, issue_lot
+from app.ledger.models import Asset, Lot
+from registry import rules
+from registry.models import Issuance, Methodology, Scenario, ScenarioRecord, ScenarioStatus
+
+log = logging.getLogger(__name__)
+
+SCOPE = "registry:issue-scenario-reductions"
+NOTICE_BATCH = 500
+_notices: set[asyncio.Task[None]] = set()
+
+
+@dataclass(frozen=True)
+class Issued:
+    """An issuance and the code of its scenario."""
+
+    issuance: Issuance
+    scenario_code: str
+
+
+def _unissued(scenario_id: int, period_end: datetime):  # noqa: ANN202 - a tortoise queryset
+    return ScenarioRecord.filter(
+        scenario_id=scenario_id, issuance_id=None, occurred_at__lte=period_end, earned_grams__gt=0
+    )
+
+
+def _check_period_end(period_end: datetime, now: datetime) -> datetime:
+    if period_end.utcoffset() is None:
+        raise InvalidInput("periodEnd must carry an offset.", "periodEnd")
+    period_end = period_end.astimezone(UTC)
+    if period_end > now:
+        raise InvalidInput("periodEnd may not be in the future.", "periodEnd")
+    return period_end
+
+
+async def issue_scenario_reductions(
+    principal: Principal, scenario_code: str, period_end: datetime, idempotency_key: str
+) -> Issued:
+    """Issue every accepted, unissued record up to periodEnd as one lot, in one transaction."""
+    principal.require("center")
+    now = datetime.now(UTC)
+    period_end = _check_period_end(period_end, now)
+    payload = {"scenarioCode": scenario_code, "periodEnd": period_end.isoformat()}
+    async with in_transaction() as conn:
+        claimed = await claim(SCOPE, idempotency_key, payload, conn)
+        if claimed.replay:
+            issuance = await Issuance.get(id=claimed.result["issuance_id"]).using_db(conn)
+            return Issued(issuance, scenario_code)
+        scenario = await Scenario.filter(code=scenario_code).select_for_update().using_db(conn).first()
+        if scenario is None:
+            raise NotFound("No such scenario.", "scenarioCode")
+        if scenario.status != ScenarioStatus.PUBLISHED:
+            raise InvalidState("Only a published scenario's records are issued.", "scenarioCode")
+        methodology = await Methodology.get(id=scenario.methodology_id).using_db(conn)
+        totals = await (
+            _unissued(scenario.id, period_end)
+            .using_db(conn)
+            .group_by("participant_id")
+            .annotate(grams=Sum("earned_grams"), records=Count("id"))
+            .order_by("participant_id")
+            .values_list("participant_id", "grams", "records")
+        )
+        if not totals:
+            raise InvalidState("There are no accepted, unissued records up to periodEnd.", "periodEnd")
+        total_grams = sum(int(g) for _, g, _ in totals)
+        vintage = rules.shanghai_day(period_end).year
+        sequence = await Issuance.filter(scenario_id=scenario.id).using_db(conn).count() + 1
+        serial = rules.serial_prefix(scenario.code, scenario.id, vintage, sequence)
+        lot = await Lot.create(
+            serial_prefix=serial,
+            source_type="scenario",
+            source_code=scenario.code,
+            methodology_code=methodology.code,
+            methodology_version=methodology.version,
+            methodology_class=methodology.methodology_class,
+            vintage=vintage,
+            issued_grams=total_grams,
+            using_db=conn,
+        )
+        issuance = await Issuance.create(
+            scenario_id=scenario.id,
+            lot_id=lot.id,
+            serial_prefix=serial,
+            period_end=period_end,
+            total_grams=total_grams,
+            recipients=len(totals),
+            records=sum(int(n) for _, _, n in totals),
+            methodology_code=methodology.code,
+            methodology_version=methodology.version,
+            methodology_class=methodology.methodology_class,
+            grams_per_unit=methodology.grams_per_unit,
+            issued_by=principal.subject,
+            using_db=conn,
+        )
+        accounts = await holder_accounts(conn, (pid for pid, _, _ in totals), Asset.REDUCTION_GRAMS)
+        credits = [(accounts[pid], int(grams)) for pid, grams, _ in totals]
+        await issue_lot(conn, lot.id, credits, f"issuance:{issuance.id}", serial, now)
+        await _unissued(scenario.id, period_end).using_db(conn).update(issuance_id=issuance.id)
+        await Scenario.filter(id=scenario.id).using_db(conn).update(issued_through=period_end)
+        await claimed.complete({"issuance_id": issuance.id}, conn)
+    log.info("issued %s: %d g to %d residents", serial, total_grams, len(totals))
+    notify_recipients([pid for pid, _, _ in totals])
+    return Issued(issuance, scenario.code)
+
+
+def notify_recipients(participant_ids: list[int]) -> None:
+    """Publish account-change notices after commit, in the background, in bounded batches."""
+    task = asyncio.get_running_loop().create_task(_publish(participant_ids))
+    _notices.add(task)
+    task.add_done_callback(_notices.discard)
+
+
+async def _publish(participant_ids: list[int]) -> None:
+    for start in range(0, len(participant_ids), NOTICE_BATCH):
+        await account_changed(participant_ids[start : start + NOTICE_BATCH])
+        await asyncio.sleep(0)
+
+
+async def notices_sent() -> None:
+    """Wait until every pending account-change notice of this process is published."""
+    while _notices:
+        await asyncio.gather(*list(_notices))

@@ -1,0 +1,178 @@
+"""Pure rules of scenario records and issuance: item checks, grams, periods, the daily cap."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from app.units import BIGINT_MAX
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+MAX_BATCH = 1000
+LOOKBACK = timedelta(days=90)
+MAX_REF = 128
+MAX_SUBJECT = 128
+_SERIAL_CODE = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
+
+INVALID_INPUT = "INVALID_INPUT"
+NOT_AUTHORIZED = "NOT_AUTHORIZED"
+OUT_OF_PERIOD = "OUT_OF_PERIOD"
+
+MESSAGES = {
+    NOT_AUTHORIZED: "The person has no active authorization for this scenario at occurredAt.",
+    OUT_OF_PERIOD: "occurredAt is in the future, older than 90 days, or in a period already issued.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A well-formed record: who, how much, when, and the grams it computes to."""
+
+    index: int
+    subject: str
+    quantity: Decimal
+    occurred_at: datetime
+    external_ref: str
+    grams: int
+    day: date
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one item of a batch was not counted."""
+
+    index: int
+    code: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """The per-item answer to a batch: counts and the rejected items."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+def invalid(index: int, message: str) -> Rejection:
+    """An INVALID_INPUT rejection of one item."""
+    return Rejection(index, INVALID_INPUT, message)
+
+
+def shanghai_day(moment: datetime) -> date:
+    """The Asia/Shanghai calendar day of an aware instant (the daily cap's day)."""
+    return moment.astimezone(SHANGHAI).date()
+
+
+def as_decimal(value: Any) -> Decimal | None:
+    """A JSON or GraphQL number as an exact Decimal; None when it is not a finite number.
+
+    A Decimal (exact JSON parsing) and an int are taken as they are; a binary float (GraphQL
+    Float) is read through its shortest round-trip text, so 2.3 means 2.3 and never
+    2.29999999999999982236431605997495353221893310546875.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int):
+        number = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        number = Decimal(repr(value))
+    else:
+        return None
+    return number if number.is_finite() else None
+
+
+def computed_grams(quantity: Decimal, grams_per_unit: int) -> int:
+    """floor(quantity x gramsPerUnit), computed exactly."""
+    return int((quantity * grams_per_unit).to_integral_value(rounding="ROUND_FLOOR"))
+
+
+def check_item(
+    index: int,
+    subject: Any,
+    quantity: Any,
+    occurred_at: Any,
+    external_ref: Any,
+    grams_per_unit: int,
+) -> Item | Rejection:
+    """Check one item's shape and compute its grams; an INVALID_INPUT rejection when malformed."""
+    if not isinstance(external_ref, str) or not 0 < len(external_ref) <= MAX_REF:
+        return invalid(index, f"externalRef must be a string of 1 to {MAX_REF} characters.")
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT:
+        return invalid(index, f"subject must be a string of 1 to {MAX_SUBJECT} characters.")
+    number = as_decimal(quantity)
+    if number is None:
+        return invalid(index, "quantity must be a finite number.")
+    if number <= 0:
+        return invalid(index, "quantity must be greater than 0.")
+    if isinstance(occurred_at, str):
+        occurred_at = parse_instant(occurred_at)
+    if not isinstance(occurred_at, datetime) or occurred_at.utcoffset() is None:
+        return invalid(index, "occurredAt must be an ISO 8601 date-time with an offset.")
+    try:
+        grams = computed_grams(number, grams_per_unit)
+    except (InvalidOperation, OverflowError):
+        grams = BIGINT_MAX + 1
+    if grams > BIGINT_MAX:
+        return invalid(index, "quantity is too large.")
+    occurred_at = occurred_at.astimezone(UTC)
+    return Item(index, subject, number, occurred_at, external_ref, grams, shanghai_day(occurred_at))
+
+
+def parse_instant(text: str) -> datetime | None:
+    """An ISO 8601 date-time, or None when the text is not one."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def item_from_json(index: int, obj: Any, grams_per_unit: int) -> Item | Rejection:
+    """Check one decoded NDJSON line: an object with subject, quantity, occurredAt, externalRef."""
+    if not isinstance(obj, dict):
+        return invalid(index, "Each line must be a JSON object.")
+    return check_item(
+        index,
+        obj.get("subject"),
+        obj.get("quantity"),
+        obj.get("occurredAt"),
+        obj.get("externalRef"),
+        grams_per_unit,
+    )
+
+
+def period_problem(occurred_at: datetime, now: datetime, issued_through: datetime | None) -> bool:
+    """True when occurredAt is in the future, older than 90 days, or at/before the issued end."""
+    if occurred_at > now or occurred_at < now - LOOKBACK:
+        return True
+    return issued_through is not None and occurred_at <= issued_through
+
+
+def authorized_at(intervals: list[tuple[datetime, datetime | None]], when: datetime) -> bool:
+    """True when `when` falls in one grant interval: granted_at <= when < revoked_at."""
+    return any(g <= when and (r is None or when < r) for g, r in intervals)
+
+
+def clip(computed: int, used: int, cap: int | None) -> int:
+    """What an item earns under a daily cap already `used` that day: what is left, maybe 0."""
+    if cap is None:
+        return computed
+    return max(0, min(computed, cap - used))
+
+
+def serial_prefix(scenario_code: str, scenario_id: int, vintage: int, sequence: int) -> str:
+    """The serial block prefix of a scenario issuance: SH-CI-SC-<CODE>-<YYYY>-<seq>."""
+    code = scenario_code.upper()
+    if not _SERIAL_CODE.fullmatch(code) or len(code) > 40:
+        code = f"S{scenario_id}"
+    return f"SH-CI-SC-{code}-{vintage:04d}-{sequence:04d}"
