@@ -109,9 +109,14 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
 def cmd_calendar_load(args: argparse.Namespace) -> int:
     """Load a regulator's holiday calendar for one year from a JSON file."""
     from app.calendar import load_calendar_file
+    from app.errors import DomainError
 
     async def work() -> int:
-        year = await load_calendar_file(args.file, loaded_by=args.by)
+        try:
+            year = await load_calendar_file(args.file, loaded_by=args.by)
+        except DomainError as exc:
+            sys.stderr.write(f"puhui: {exc.message}\n")
+            return 2
         sys.stdout.write(f"calendar for {year} loaded\n")
         return 0
 
