@@ -1,0 +1,326 @@
+"""Redemptions: residents spend points on rights, cancel unused vouchers, merchants write them off.
+
+RedeemRight is the flash-sale path. In order:
+1. The stock gate (`mall.stock_gate`) takes the quantity in the store: a sold-out right is
+   refused there, so losers never reach the database.
+2. One transaction: the idempotency claim; the right and its merchant read and checked (on sale
+   now, stock, per-person limit, credit grade, points); the per-person tally raised with one
+   conditional upsert (row of this person and right only); the redemption and voucher written.
+   Then the two hot statements, last, so their row locks are held for the shortest time: the
+   conditional stock UPDATE (`stock_remaining >= quantity`) and the ledger posting that moves
+   the points to the merchant pool (locks the resident and pool accounts in id order).
+3. After commit: the replay mark, the account-change notice and the credit refresh. Any refusal
+   or failure gives the gate its quantity back.
+
+Every path that gives stock back (cancel, expiry) locks in the same order: redemption row,
+tally row, right row, accounts. No two paths wait on each other in opposite orders.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.expressions import F, Q
+from tortoise.transactions import in_transaction
+
+from app.auth import Principal
+from app.db import dialect
+from app.errors import InsufficientPoints, InvalidInput, InvalidState, NotEligible, NotFound
+from app.events import account_changed
+from app.idempotency import check_key, claim
+from app.ledger.accounts import holder_account_id
+from app.ledger.models import Account, Asset, EntryKind
+from app.ledger.posting import Posting, post
+from app.participants import resident_id
+from app.redis import get_store
+from mall import stock_gate
+from mall.errors import OutOfStock, PerPersonLimit, RateLimited
+from mall.merchants import own_merchant
+from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
+from mall.rules import check_quantity, check_redeemable, new_voucher_code, parse_voucher
+from points.credit import current_grade, grade_at_least, note_voucher_cancellation, refresh_credit
+
+log = logging.getLogger(__name__)
+
+# Voucher lookups (write-offs) per merchant per minute; more answer RATE_LIMITED.
+LOOKUPS_PER_MINUTE = 120
+EXPIRY_BATCH = 200
+
+_TALLY_SQL = """
+INSERT INTO mall_redemption_tally (right_id, participant_id, quantity) VALUES ({p1}, {p2}, {p3})
+ON CONFLICT (right_id, participant_id) DO UPDATE
+SET quantity = mall_redemption_tally.quantity + excluded.quantity
+WHERE mall_redemption_tally.quantity + excluded.quantity <= {p4}
+RETURNING quantity
+"""
+
+
+@dataclass(frozen=True)
+class Redeemed:
+    """A redemption made (or replayed) for a resident."""
+
+    redemption_id: int
+    participant_id: int
+
+
+def _tally_sql() -> str:
+    if dialect() == "postgres":
+        return _TALLY_SQL.format(p1="$1", p2="$2", p3="$3", p4="$4")
+    return _TALLY_SQL.format(p1="?", p2="?", p3="?", p4="?")
+
+
+async def _raise_tally(
+    conn: BaseDBAsyncClient, right_id: int, participant_id: int, quantity: int, limit: int
+) -> None:
+    """Count `quantity` more of this right for this person, within the limit, atomically."""
+    _, rows = await conn.execute_query(_tally_sql(), [right_id, participant_id, quantity, limit])
+    if not rows:
+        raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
+
+
+async def redeem(principal: Principal, right_id: int, quantity: int, idempotency_key: str) -> Redeemed:
+    """A resident redeems `quantity` of a right with points; a voucher is issued."""
+    principal.require("resident")
+    check_quantity(quantity)
+    key = check_key(idempotency_key)
+    gate = await stock_gate.take(right_id, quantity, principal.subject, key)
+    if gate is stock_gate.Gate.SOLD_OUT:
+        raise OutOfStock("This right is sold out.", "quantity")
+    pool_holder: int | None = None
+    try:
+        participant_id = await resident_id(principal)
+        result, pool_holder = await _redeem_in_db(
+            principal.subject, participant_id, right_id, quantity, key
+        )
+    finally:
+        if gate is stock_gate.Gate.TOKEN and pool_holder is None:
+            await stock_gate.put_back(right_id, quantity)
+    if pool_holder is not None:
+        await stock_gate.mark_redeemed(principal.subject, key)
+        await account_changed([participant_id, pool_holder])
+        await refresh_credit(participant_id)
+    return result
+
+
+async def _redeem_in_db(
+    subject: str, participant_id: int, right_id: int, quantity: int, key: str
+) -> tuple[Redeemed, int | None]:
+    """The redemption transaction; the merchant's participant id when fresh, None on a replay."""
+    points_account = await holder_account_id(participant_id, Asset.POINTS)
+    now = datetime.now(UTC)
+    async with in_transaction() as conn:
+        claimed = await claim(
+            f"redeem:{subject}", key, {"rightId": right_id, "quantity": quantity}, conn
+        )
+        if claimed.replay:
+            return Redeemed(int(claimed.result["redemption_id"]), participant_id), None
+        right = await Right.filter(id=right_id).using_db(conn).first()
+        if right is None:
+            raise NotFound("No such right.", "rightId")
+        merchant = await Merchant.get(id=right.merchant_id).using_db(conn)
+        check_redeemable(merchant.status, right.paused, right.valid_from, right.valid_until, now)
+        if right.stock_remaining < quantity:
+            raise OutOfStock(f"Only {right.stock_remaining} left.", "quantity")
+        if quantity > right.per_person_limit:
+            raise PerPersonLimit(f"At most {right.per_person_limit} of this right per person.", "quantity")
+        if right.min_credit_grade and not grade_at_least(
+            await current_grade(participant_id), right.min_credit_grade
+        ):
+            raise NotEligible(f"This right needs credit grade {right.min_credit_grade} or above.", "rightId")
+        cost = right.points_price * quantity
+        held = await Account.filter(id=points_account).using_db(conn).values_list("balance", "pending")
+        available = held[0][0] - held[0][1]
+        if available < cost:
+            raise InsufficientPoints(f"Only {available} points are available; {cost} needed.", "quantity")
+        await _raise_tally(conn, right_id, participant_id, quantity, right.per_person_limit)
+        redemption = await Redemption.create(
+            right_id=right_id,
+            merchant_id=merchant.id,
+            participant_id=participant_id,
+            quantity=quantity,
+            unit_price=right.points_price,
+            points_spent=cost,
+            voucher_code=new_voucher_code(),
+            expires_at=right.valid_until,
+            using_db=conn,
+        )
+        await claimed.complete({"redemption_id": redemption.id}, conn)
+        # The hot rows come last: the right's stock, then the merchant pool account.
+        taken = await Right.filter(id=right_id, stock_remaining__gte=quantity).using_db(conn).update(
+            stock_remaining=F("stock_remaining") - quantity
+        )
+        if not taken:
+            raise OutOfStock("This right is sold out.", "quantity")
+        pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
+        await post(
+            conn,
+            [
+                Posting(
+                    Asset.POINTS, points_account, pool, cost, EntryKind.REDEMPTION,
+                    f"redemption:{redemption.id}", f"{quantity} x {right.title}"[:256],
+                )
+            ],
+            now=now,
+        )
+    return Redeemed(redemption.id, participant_id), merchant.participant_id
+
+
+async def _give_back(
+    conn: BaseDBAsyncClient, redemption: Redemption, to: RedemptionStatus, now: datetime
+) -> bool:
+    """Close an ISSUED redemption as `to`, restoring stock and limit and refunding the points."""
+    closed = await Redemption.filter(id=redemption.id, status=RedemptionStatus.ISSUED.value).using_db(
+        conn
+    ).update(status=to.value, closed_at=now)
+    if not closed:
+        return False
+    await RedemptionTally.filter(
+        right_id=redemption.right_id, participant_id=redemption.participant_id
+    ).using_db(conn).update(quantity=F("quantity") - redemption.quantity)
+    await Right.filter(id=redemption.right_id).using_db(conn).update(
+        stock_remaining=F("stock_remaining") + redemption.quantity
+    )
+    merchant_participant = (await Merchant.get(id=redemption.merchant_id).using_db(conn)).participant_id
+    pool = await holder_account_id(merchant_participant, Asset.POINTS)
+    points_account = await holder_account_id(redemption.participant_id, Asset.POINTS)
+    try:
+        await post(
+            conn,
+            [
+                Posting(
+                    Asset.POINTS, pool, points_account, redemption.points_spent, EntryKind.REFUND,
+                    f"redemption:{redemption.id}", f"voucher {to.value.lower()}",
+                )
+            ],
+            now=now,
+        )
+    except InsufficientPoints:
+        raise InvalidState("The merchant pool cannot refund this voucher now; try again later.") from None
+    return True
+
+
+async def _after_give_back(redemption: Redemption) -> None:
+    await stock_gate.put_back(redemption.right_id, redemption.quantity)
+    merchant_participant = await Merchant.filter(id=redemption.merchant_id).values_list(
+        "participant_id", flat=True
+    )
+    await account_changed([redemption.participant_id, *merchant_participant])
+
+
+async def cancel(principal: Principal, redemption_id: int, idempotency_key: str) -> Redeemed:
+    """A resident cancels an unused voucher: points back, stock and limit restored."""
+    principal.require("resident")
+    participant_id = await resident_id(principal)
+    await holder_account_id(participant_id, Asset.POINTS)
+    now = datetime.now(UTC)
+    async with in_transaction() as conn:
+        claimed = await claim(
+            f"cancel-redemption:{participant_id}", idempotency_key, {"redemptionId": redemption_id}, conn
+        )
+        if claimed.replay:
+            return Redeemed(redemption_id, participant_id)
+        redemption = await Redemption.filter(id=redemption_id).select_for_update().using_db(conn).first()
+        if redemption is None or redemption.participant_id != participant_id:
+            raise NotFound("No such redemption.", "redemptionId")
+        if redemption.status != RedemptionStatus.ISSUED:
+            raise InvalidState(
+                f"Only an unused voucher can be cancelled; this one is {redemption.status}.",
+                "redemptionId",
+            )
+        await _give_back(conn, redemption, RedemptionStatus.CANCELLED, now)
+        await note_voucher_cancellation(participant_id, conn)
+        await claimed.complete({"redemption_id": redemption_id}, conn)
+    await _after_give_back(redemption)
+    await refresh_credit(participant_id)
+    return Redeemed(redemption_id, participant_id)
+
+
+async def expire_due(now: datetime | None = None) -> int:
+    """Expire and refund every unused voucher whose right's validity has ended; how many."""
+    now = now or datetime.now(UTC)
+    done = 0
+    while True:
+        due = await Redemption.filter(
+            status=RedemptionStatus.ISSUED.value, expires_at__lte=now
+        ).order_by("id").limit(EXPIRY_BATCH).values_list("id", flat=True)
+        if not due:
+            return done
+        progressed = 0
+        for redemption_id in due:
+            try:
+                async with in_transaction() as conn:
+                    redemption = await Redemption.filter(id=redemption_id).select_for_update().using_db(
+                        conn
+                    ).first()
+                    if redemption is None or not await _give_back(
+                        conn, redemption, RedemptionStatus.EXPIRED, now
+                    ):
+                        continue
+            except InvalidState:
+                log.warning("voucher %s could not be refunded on expiry; will retry", redemption_id)
+                continue
+            progressed += 1
+            await _after_give_back(redemption)
+        done += progressed
+        if not progressed:
+            return done
+
+
+async def _count_lookup(merchant_id: int) -> None:
+    try:
+        count = await get_store().incr(f"puhui:mall:lookups:{merchant_id}", 1, ttl=60)
+    except Exception:  # noqa: BLE001 - without the store, lookups are not limited
+        log.warning("voucher lookup limiter unavailable")
+        return
+    if count > LOOKUPS_PER_MINUTE:
+        raise RateLimited("Too many voucher lookups; wait a minute and try again.", "voucherCode")
+
+
+async def write_off(principal: Principal, voucher_code: str) -> Redemption:
+    """The merchant owning the right confirms a voucher was used (once)."""
+    merchant = await own_merchant(principal)
+    await _count_lookup(merchant.id)
+    code = parse_voucher(voucher_code)
+    if code is None:
+        raise InvalidInput("This is not a voucher code (its check character does not match).", "voucherCode")
+    redemption = await Redemption.filter(voucher_code=code).first()
+    if redemption is None or redemption.merchant_id != merchant.id:
+        raise NotFound("No such voucher.", "voucherCode")
+    now = datetime.now(UTC)
+    used = await Redemption.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now),
+        id=redemption.id,
+        status=RedemptionStatus.ISSUED.value,
+    ).update(status=RedemptionStatus.USED.value, used_at=now)
+    current = await Redemption.get(id=redemption.id)
+    if not used:
+        if current.status == RedemptionStatus.ISSUED:
+            raise InvalidState("This voucher has expired.", "voucherCode")
+        raise InvalidState(f"This voucher is {current.status}, not unused.", "voucherCode")
+    return current
+
+
+async def redemptions_page(
+    first: int,
+    before_id: int | None,
+    *,
+    participant_id: int | None = None,
+    merchant_id: int | None = None,
+) -> list[Redemption]:
+    """Up to `first + 1` redemptions of a resident or of a merchant, newest first."""
+    query = Redemption.all()
+    if participant_id is not None:
+        query = query.filter(participant_id=participant_id)
+    if merchant_id is not None:
+        query = query.filter(merchant_id=merchant_id)
+    if before_id is not None:
+        query = query.filter(id__lt=before_id)
+    return await query.order_by("-id").limit(first + 1)
+
+
+async def get_redemption(redemption_id: int) -> Redemption:
+    """A redemption by id."""
+    return await Redemption.get(id=redemption_id)

@@ -1,0 +1,119 @@
+"""The flash-sale stock gate: a counter per right in the store, in front of the database.
+
+When thousands press "redeem" for a few hundred items, the database should only see the
+requests that can still win. Each right has a counter in the store (Redis across workers, the
+in-process stand-in otherwise) that starts at the right's `stock_remaining` in the database. A
+redemption first takes its quantity from the counter with one atomic step (Lua: decrement only
+if enough is left): if too little is left it is refused as OUT_OF_STOCK without touching the
+database; otherwise it goes on to the database transaction, which stays the source of truth
+(conditional UPDATE of the stock). When the transaction refuses or fails, the quantity is
+given back to the counter.
+
+Drift is always towards letting too many through, never too few, except for one case:
+- A counter missing (first use, evicted, expired) is rebuilt from the database with SET NX.
+  Rebuilt while redemptions are in flight, it counts their items twice: more requests reach
+  the database, which refuses the extra ones. Safe.
+- Stock added back (restock, cancellation, expiry) is added to the counter after commit.
+- A worker dying between taking and giving back leaves the counter too low; the counter
+  expires after GATE_TTL seconds and is rebuilt, which heals it.
+- The store unreachable: the gate is bypassed and the database decides alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from enum import Enum
+
+from app.redis import TAKE_BYPASS, TAKE_DONE, TAKE_MISSING, TAKE_SHORT, get_store
+from mall.models import Right
+
+log = logging.getLogger(__name__)
+GATE_TTL = 60
+REPLAY_TTL = 24 * 3600
+
+
+class Gate(Enum):
+    """What the gate said: go on holding a token, go on without one, or sold out."""
+
+    TOKEN = "token"
+    PASS = "pass"
+    SOLD_OUT = "sold_out"
+
+
+def gate_key(right_id: int) -> str:
+    """The store key of a right's counter."""
+    return f"puhui:mall:gate:{right_id}"
+
+
+def replay_key(subject: str, idempotency_key: str) -> str:
+    """The store key marking a redemption already made with this idempotency key."""
+    digest = hashlib.sha256(f"{subject}\x00{idempotency_key}".encode()).hexdigest()[:40]
+    return f"puhui:mall:redeemed:{digest}"
+
+
+async def _rebuild(right_id: int) -> bool:
+    """Set a missing counter from the database; False when the right does not exist."""
+    stock = await Right.filter(id=right_id).values_list("stock_remaining", flat=True)
+    if not stock:
+        return False
+    await get_store().set_nx(gate_key(right_id), str(stock[0]), GATE_TTL)
+    return True
+
+
+async def take(right_id: int, quantity: int, subject: str, idempotency_key: str) -> Gate:
+    """Take `quantity` from the right's counter before the database is asked."""
+    store = get_store()
+    try:
+        for _ in range(2):
+            result = await store.take(gate_key(right_id), quantity, replay_key(subject, idempotency_key))
+            if result == TAKE_DONE:
+                return Gate.TOKEN
+            if result == TAKE_SHORT:
+                return Gate.SOLD_OUT
+            if result == TAKE_BYPASS:
+                return Gate.PASS
+            if result == TAKE_MISSING and not await _rebuild(right_id):
+                return Gate.PASS
+    except Exception:  # noqa: BLE001 - the store is a pre-filter: without it the database decides
+        log.warning("stock gate unavailable for right %s; asking the database", right_id)
+    return Gate.PASS
+
+
+async def put_back(right_id: int, quantity: int) -> None:
+    """Add `quantity` back to the right's counter (a refused attempt, or stock added after commit)."""
+    try:
+        await get_store().incr_if_exists(gate_key(right_id), quantity)
+    except Exception:  # noqa: BLE001 - a lost give-back heals when the counter expires
+        log.warning("could not give stock back to the gate of right %s", right_id)
+
+
+async def mark_redeemed(subject: str, idempotency_key: str) -> None:
+    """Remember after commit that this key redeemed, so a retry replays past a sold-out gate."""
+    try:
+        await get_store().set(replay_key(subject, idempotency_key), "1", REPLAY_TTL)
+    except Exception:  # noqa: BLE001 - without the mark a retry after sell-out answers OUT_OF_STOCK
+        log.warning("could not mark a redemption for replay")
+
+
+async def forget(right_id: int) -> None:
+    """Drop a right's counter so the next use rebuilds it from the database."""
+    try:
+        await get_store().delete(gate_key(right_id))
+    except Exception:  # noqa: BLE001 - the counter expires anyway
+        log.warning("could not drop the gate of right %s", right_id)
+
+
+async def live_stock(right_ids: list[int]) -> dict[int, int]:
+    """Items left per right as the gate counts them (rebuilding missing counters from the database)."""
+    if not right_ids:
+        return {}
+    store = get_store()
+    values = await store.mget(*(gate_key(i) for i in right_ids))
+    stock = {i: int(v) for i, v in zip(right_ids, values, strict=True) if v is not None}
+    missing = [i for i in right_ids if i not in stock]
+    if missing:
+        for right_id, remaining in await Right.filter(id__in=missing).values_list("id", "stock_remaining"):
+            await store.set_nx(gate_key(right_id), str(remaining), GATE_TTL)
+            stock[right_id] = remaining
+    return {i: max(0, stock.get(i, 0)) for i in right_ids}

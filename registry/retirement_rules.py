@@ -1,0 +1,73 @@
+"""Pure rules of retirement (Art. 17): channel requirements, certificate numbers, masking."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.errors import InvalidInput
+from app.units import BIGINT_MAX
+from registry.models import RetirementChannel
+
+CERTIFICATE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+CERTIFICATE_RANDOM_CHARS = 10
+MAX_TEXT = 200
+
+
+@dataclass(frozen=True)
+class RetirementTerms:
+    """Validated terms of a retirement."""
+
+    grams: int
+    channel: RetirementChannel
+    beneficiary: str | None
+    reference: str | None
+
+    @property
+    def class_i_only(self) -> bool:
+        """ETS compliance draws on class I reductions only."""
+        return self.channel == RetirementChannel.ETS_COMPLIANCE
+
+
+def check_retirement(
+    grams: int, channel: str, beneficiary: str | None, reference: str | None
+) -> RetirementTerms:
+    """Validate a retirement request, naming the field at fault."""
+    if not 0 < grams <= BIGINT_MAX:
+        raise InvalidInput("grams must be a whole number above 0.", "grams")
+    try:
+        chosen = RetirementChannel(channel)
+    except ValueError:
+        raise InvalidInput("channel is not an Art. 17 retirement channel.", "channel") from None
+    who = (beneficiary or "").strip() or None
+    if who is not None and len(who) > MAX_TEXT:
+        raise InvalidInput(f"beneficiary must be at most {MAX_TEXT} characters.", "beneficiary")
+    ref = (reference or "").strip() or None
+    if ref is not None and len(ref) > MAX_TEXT:
+        raise InvalidInput(f"reference must be at most {MAX_TEXT} characters.", "reference")
+    if chosen == RetirementChannel.ECO_DAMAGE_COMPENSATION and ref is None:
+        raise InvalidInput(
+            "Ecological-damage compensation needs the court or procuratorate document number.",
+            "reference",
+        )
+    return RetirementTerms(grams, chosen, who, ref)
+
+
+def certificate_number(when: datetime) -> str:
+    """A new certificate number: CR-<year>-<10 random characters>, unguessable and unique in practice."""
+    tail = "".join(secrets.choice(CERTIFICATE_ALPHABET) for _ in range(CERTIFICATE_RANDOM_CHARS))
+    return f"CR-{when.year}-{tail}"
+
+
+def normalise_certificate_number(text: str) -> str:
+    """A typed certificate number as stored (blanks removed, upper case)."""
+    return text.strip().upper()
+
+
+def mask_person(name: str) -> str:
+    """An individual's name for public display: the first character, the rest hidden."""
+    name = name.strip()
+    if len(name) <= 1:
+        return "*"
+    return name[0] + "*" * min(len(name) - 1, 6)
