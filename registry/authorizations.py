@@ -17,8 +17,8 @@ from tortoise.transactions import in_transaction
 from app.auth import Principal
 from app.errors import InvalidState, NotFound
 from app.participants import Participant, resident_id
+from points.models import BehaviorScenario
 from registry.models import Scenario, ScenarioAuthorization, ScenarioStatus
-from registry.scenarios import behavior_scenario_model
 
 Interval = tuple[datetime, datetime | None]
 
@@ -72,9 +72,8 @@ async def scenario_refs(codes: Iterable[str]) -> dict[str, ScenarioRef]:
         for code, name in await Scenario.filter(code__in=wanted).values_list("code", "name")
     }
     rest = wanted - refs.keys()
-    model = behavior_scenario_model()
-    if rest and model is not None:
-        for code, name in await model.filter(code__in=rest).values_list("code", "name"):
+    if rest:
+        for code, name in await BehaviorScenario.filter(code__in=rest).values_list("code", "name"):
             refs[code] = ScenarioRef(code, name, "BEHAVIOR")
     return refs
 

@@ -15,6 +15,7 @@ from app.auth import STAFF_ROLES, Principal
 from app.calendar import shanghai_today, working_days
 from app.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from app.participants import organisation_id
+from points.models import BehaviorScenario
 from registry.approval_rules import (
     assessing_body,
     check_code,
@@ -35,23 +36,13 @@ from registry.models import (
 )
 
 
-def behavior_scenario_model() -> Any | None:
-    """points.models.BehaviorScenario, or None while the points app does not define it."""
-    try:
-        from points.models import BehaviorScenario
-    except ImportError:
-        return None
-    return BehaviorScenario
-
-
 async def scenario_code_taken(code: str) -> bool:
     """True when a reduction scenario already uses `code` (behavior scenarios ask this)."""
     return await Scenario.filter(code=code).exists()
 
 
 async def _behavior_code_taken(code: str) -> bool:
-    model = behavior_scenario_model()
-    return model is not None and await model.filter(code=code).exists()
+    return await BehaviorScenario.filter(code=code).exists()
 
 
 def _duplicate_code(code: str) -> Duplicate:
