@@ -11,9 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
+from app.db import dialect
 from registry import rules
-from registry.records import Locked, Terms
+from registry.records import Locked, Terms, apply_batch, lock_scenario
 from registry.rules import Item, Outcome, Rejection
 
 STAGE = "puhui_record_stage"
@@ -128,5 +130,21 @@ async def apply_items_sql(
         else:
             outcome.rejected.append(Rejection(idx, status, rules.MESSAGES[status]))
     outcome.duplicates = counted - outcome.accepted
+    outcome.rejected.sort(key=lambda r: r.index)
+    return outcome
+
+
+async def apply_chunk(terms: Terms, entries: list[Item | Rejection], now: datetime) -> Outcome:
+    """Apply one chunk of checked entries in its own transaction under the scenario lock.
+
+    PostgreSQL takes the set-based path; SQLite the portable one (same answers).
+    """
+    if dialect() != "postgres":
+        return await apply_batch(terms, entries, now)
+    items = [e for e in entries if isinstance(e, Item)]
+    async with in_transaction() as conn:
+        locked = await lock_scenario(conn, terms)
+        outcome = await apply_items_sql(conn, terms, locked, items, now)
+    outcome.rejected.extend(e for e in entries if isinstance(e, Rejection))
     outcome.rejected.sort(key=lambda r: r.index)
     return outcome
