@@ -141,7 +141,7 @@ async def ingest_scenario_records(request: Request) -> Response:
     now = datetime.now(UTC)
     result = _Result()
     try:
-        async for chunk in read_chunks(request.stream(), terms.grams_per_unit):
+        async for chunk in read_chunks(request.stream(), terms.grams_per_unit, CHUNK_LINES):
             result.add(await apply_chunk(terms, chunk, now))
     except DomainError as exc:
         result.spool.close()

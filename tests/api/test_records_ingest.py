@@ -1,0 +1,180 @@
+"""POST /ingest/scenarios/{code}/records: NDJSON in, the same per-item answers as GraphQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from registry import ingest
+from registry.models import DailyUsage, ScenarioRecord
+from registry.rules import shanghai_day
+from tests.helpers import credit_code, token, unique
+from tests.records_support import (
+    World,
+    add_resident,
+    ago,
+    answers,
+    make_world,
+    record,
+    shanghai_noon,
+    submit,
+)
+
+
+def ndjson(records: list[dict[str, Any]]) -> bytes:
+    """Records as NDJSON lines."""
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+async def stream(client, world: World, body: bytes, auth: str | None = None, code: str | None = None):
+    """POST an NDJSON body; the response."""
+    headers = {"authorization": f"Bearer {auth or world.operator}",
+               "content-type": "application/x-ndjson"}
+    return await client.post(f"/ingest/scenarios/{code or world.code}/records", content=body,
+                             headers=headers)
+
+
+async def _twin_worlds() -> tuple[World, World]:
+    """Two scenarios alike: same factor, cap, and residents in the same authorization states."""
+    pair = []
+    for _ in range(2):
+        world = await make_world(residents=2, grams_per_unit=100, cap=1000)
+        await add_resident(world, since=None)
+        await add_resident(world, since=timedelta(days=20), until=timedelta(days=10))
+        pair.append(world)
+    return pair[0], pair[1]
+
+
+def _mixed_batch(world: World) -> list[dict[str, Any]]:
+    a, b, never, revoked = world.subjects
+    noon = shanghai_noon(3)
+    return [
+        record(a, 2.3, noon, "r0"),
+        record(a, 6.789, noon + timedelta(minutes=1), "r1"),
+        record(a, 5, noon + timedelta(minutes=2), "r2"),          # clipped to 92
+        record(a, 1, noon + timedelta(minutes=3), "r0"),          # duplicate in the batch
+        record(b, 0.01, noon, "r4"),                              # 1 g
+        record(b, 0.001, noon, "r5"),                             # 0 g computed, accepted
+        record(never, 1, noon, "r6"),                             # NOT_AUTHORIZED
+        record(revoked, 1, ago(days=5), "r7"),                    # NOT_AUTHORIZED
+        record(revoked, 1, ago(days=15), "r8"),
+        record(a, 1, ago(days=95), "r9"),                         # OUT_OF_PERIOD
+        record(b, 1, ago(hours=-2), "r10"),                       # OUT_OF_PERIOD (future)
+        record(b, -1, noon, "r11"),                               # INVALID_INPUT
+        record(never, 1, noon, "r12"),                            # rejected, ...
+        record(b, 1, noon + timedelta(hours=1), "r12"),           # ... so this one counts
+        record(b, 12, noon + timedelta(hours=2), "r14"),          # 1200 computed, clipped
+        record(b, 3, noon + timedelta(days=1), "r15"),            # another day
+    ]
+
+
+async def _stored(world: World) -> dict[str, tuple[int, int]]:
+    rows = await ScenarioRecord.filter(scenario_id=world.scenario_id).values_list(
+        "external_ref", "computed_grams", "earned_grams"
+    )
+    return {ref: (c, e) for ref, c, e in rows}
+
+
+async def test_streaming_gives_the_same_answers_and_records_as_the_batch_mutation(client):
+    via_graphql, via_stream = await _twin_worlds()
+    first = await submit(client, via_graphql, _mixed_batch(via_graphql))
+    response = await stream(client, via_stream, ndjson(_mixed_batch(via_stream)))
+    assert response.status_code == 200, response.text
+    streamed = response.json()
+    assert answers(streamed) == answers(first)
+    assert answers(first) == (9, 1, [(6, "NOT_AUTHORIZED"), (7, "NOT_AUTHORIZED"),
+                                      (9, "OUT_OF_PERIOD"), (10, "OUT_OF_PERIOD"),
+                                      (11, "INVALID_INPUT"), (12, "NOT_AUTHORIZED")])
+    assert await _stored(via_stream) == await _stored(via_graphql)
+    assert (await _stored(via_stream))["r2"] == (500, 92)
+
+    # Again, now with everything already counted: duplicates and the same rejections, both ways.
+    again_graphql = await submit(client, via_graphql, _mixed_batch(via_graphql))
+    again_stream = (await stream(client, via_stream, ndjson(_mixed_batch(via_stream)))).json()
+    assert answers(again_stream) == answers(again_graphql)
+    assert again_graphql["accepted"] == 0 and again_graphql["duplicates"] == 11
+
+
+async def test_chunk_boundaries_do_not_change_the_answers(client, monkeypatch):
+    whole, chunked = await _twin_worlds()
+    expected = (await stream(client, whole, ndjson(_mixed_batch(whole)))).json()
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 3)
+    got = (await stream(client, chunked, ndjson(_mixed_batch(chunked)))).json()
+    assert answers(got) == answers(expected)
+    assert await _stored(chunked) == await _stored(whole)
+
+
+async def test_malformed_lines_are_rejected_by_index_and_blank_lines_skipped(client):
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    good = json.dumps(record(who, 1, ago(hours=2))).encode()
+    lines = [
+        good,                                              # 0
+        b"{not json",                                      # 1
+        b"",                                               # 2 blank: skipped
+        b"[1, 2]",                                         # 3 not an object
+        b'{"subject": "x", "quantity": NaN, "occurredAt": "2026-01-01T00:00:00Z", "externalRef": "n"}',
+        b"\xff\xfe",                                       # 5 not UTF-8
+        json.dumps({**record(who, 1, ago(hours=2)), "quantity": "1"}).encode(),  # 6 a string
+        json.dumps({**record(who, 1, ago(hours=2)), "quantity": True}).encode(),  # 7 a boolean
+        json.dumps({**record(who, 1, ago(hours=2)), "occurredAt": "yesterday"}).encode(),  # 8
+        json.dumps({k: v for k, v in record(who, 1, ago(hours=2)).items() if k != "subject"}).encode(),
+        b"x" * (ingest.MAX_LINE + 10),                     # 10 too long
+        json.dumps(record(who, 1, ago(hours=1))).encode(),  # 11, last line without a newline
+    ]
+    response = await stream(client, world, b"\n".join(lines))
+    assert response.status_code == 200, response.text
+    assert answers(response.json()) == (2, 0, [(i, "INVALID_INPUT") for i in (1, 3, 4, 5, 6, 7, 8, 9, 10)])
+
+
+async def test_an_empty_body_counts_nothing(client):
+    world = await make_world(residents=1)
+    response = await stream(client, world, b"")
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 0, "duplicates": 0, "rejected": []}
+
+
+async def test_ingest_refuses_without_a_valid_token_role_or_ownership(client):
+    world = await make_world(residents=1)
+    body = ndjson([record(world.subjects[0], 1, ago(hours=1))])
+    url = f"/ingest/scenarios/{world.code}/records"
+    anonymous = await client.post(url, content=body)
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "UNAUTHENTICATED")
+    bad = await client.post(url, content=body, headers={"authorization": "Bearer nope"})
+    assert (bad.status_code, bad.json()["code"]) == (401, "UNAUTHENTICATED")
+    resident = await stream(client, world, body, auth=token(roles="resident"))
+    assert (resident.status_code, resident.json()["code"]) == (403, "FORBIDDEN")
+    other = token(unique("op"), "scenario_operator", org=credit_code())
+    foreign = await stream(client, world, body, auth=other)
+    missing = await stream(client, world, body, auth=other, code="NO-SUCH-SCENARIO")
+    assert (foreign.status_code, foreign.json()) == (missing.status_code, missing.json())
+    assert foreign.status_code == 404 and foreign.json()["code"] == "NOT_FOUND"
+    assert await ScenarioRecord.filter(scenario_id=world.scenario_id).count() == 0
+
+
+async def test_ingest_refuses_a_scenario_that_is_not_published(client):
+    from registry.models import Scenario
+
+    world = await make_world(residents=1)
+    await Scenario.filter(id=world.scenario_id).update(status="SUSPENDED")
+    response = await stream(client, world, ndjson([record(world.subjects[0], 1, ago(hours=1))]))
+    assert (response.status_code, response.json()["code"]) == (409, "INVALID_STATE")
+    assert await ScenarioRecord.filter(scenario_id=world.scenario_id).count() == 0
+
+
+async def test_concurrent_streams_never_exceed_the_daily_cap(client):
+    world = await make_world(residents=1, grams_per_unit=100, cap=1000)
+    who = world.subjects[0]
+    noon = shanghai_noon(4)
+    bodies = [ndjson([record(who, 3, noon + timedelta(seconds=i * 10 + j)) for j in range(3)])
+              for i in range(4)]
+    responses = await asyncio.gather(*(stream(client, world, b) for b in bodies))
+    assert all(r.status_code == 200 for r in responses)
+    assert sum(r.json()["accepted"] for r in responses) == 12
+    stored = await _stored(world)
+    assert sum(e for _, e in stored.values()) == 1000
+    usage = await DailyUsage.get(scenario_id=world.scenario_id, participant_id=world.residents[who],
+                                 day=shanghai_day(noon))
+    assert usage.grams == 1000
