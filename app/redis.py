@@ -12,10 +12,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from app.fanout import Listener, MemoryFanout, RedisFanout
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ class Store(Protocol):
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
     def subscribe(self, channel: str) -> AsyncIterator[str]: ...
+    def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -62,6 +65,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._data: dict[str, tuple[bytes, float | None]] = {}
         self._subscribers: dict[str, set[asyncio.Queue[str]]] = defaultdict(set)
+        self._fanout = MemoryFanout()
 
     def _live(self, key: str) -> bytes | None:
         item = self._data.get(key)
@@ -136,6 +140,11 @@ class MemoryStore:
         """Deliver `message` to this process's subscribers of `channel`."""
         for queue in list(self._subscribers.get(channel, ())):
             queue.put_nowait(message)
+        self._fanout.publish(channel, message)
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]:
+        """A listener on `channel`, ready on entry, for as long as the context lasts."""
+        return self._fanout.listen(channel)
 
     async def subscribe(self, channel: str) -> AsyncIterator[str]:
         """Messages published to `channel` from now on."""
@@ -166,6 +175,7 @@ class RedisStore:
         self._url = url
         self._take = self.client.register_script(TAKE_SCRIPT)
         self._incr_if_exists = self.client.register_script(INCR_IF_EXISTS_SCRIPT)
+        self._fanout = RedisFanout(self.client)
 
     async def get(self, key: str) -> bytes | None:
         """The value at `key`, or None."""
@@ -229,6 +239,11 @@ class RedisStore:
             await pubsub.unsubscribe(channel)
             await pubsub.aclose()
 
+    def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]:
+        """A listener on `channel` (one shared pub/sub connection per process), subscribed
+        before entry returns, for as long as the context lasts."""
+        return self._fanout.listen(channel)
+
     async def ping(self) -> bool:
         """True when the server answers."""
         try:
@@ -238,6 +253,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the pool."""
+        await self._fanout.close()
         await self.client.aclose()
 
 

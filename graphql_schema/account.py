@@ -8,15 +8,18 @@ import strawberry
 from strawberry.types import Info
 
 from app.ledger import queries as ledger_queries
-from app.ledger.accounts import balances, holder_account_id
+from app.ledger.accounts import holder_account_id
 from app.ledger.models import Asset, Entry, EntryKind
 from app.ledger.verify import system_totals
 from app.participants import Participant
 from graphql_schema.ids import encode_id
 from graphql_schema.pagination import Connection, build_connection, decode_cursor, page_size
 from graphql_schema.permissions import CenterOrRegulator, Resident
+from graphql_schema.points_types import CreditStanding, Growth, GrowthLevel
 from graphql_schema.registry import ScenarioAuthorization, scenario_authorizations
 from graphql_schema.scalars import BigInt
+from points import growth as growth_service
+from points.account_view import AccountView, account_view
 
 LedgerEntryKind = strawberry.enum(EntryKind, name="LedgerEntryKind")
 LedgerAsset = strawberry.enum(Asset, name="LedgerAsset")
@@ -50,11 +53,32 @@ class LedgerEntry:
 
 @strawberry.type
 class CarbonAccount:
-    """A participant's holdings: reductions and points."""
+    """A participant's holdings: reductions and points; experience, level and credit standing."""
 
     participant_id: strawberry.Private[int]
+    view: strawberry.Private[AccountView]
     reduction_grams: BigInt
     points: BigInt
+
+    @strawberry.field(description="Lifetime experience from behavior scenarios (not spendable).")
+    def experience(self) -> int:
+        """Lifetime experience."""
+        return self.view.growth.experience
+
+    @strawberry.field(description="The growth level reached by lifetime experience.")
+    def level(self) -> GrowthLevel | None:
+        """The current level."""
+        return GrowthLevel.of(self.view.growth.level)
+
+    @strawberry.field(description="The next growth level; null at the top.")
+    def next_level(self) -> GrowthLevel | None:
+        """The next level."""
+        return GrowthLevel.of(self.view.growth.next_level)
+
+    @strawberry.field(description="Credit standing (Art. 24): score, grade and why.")
+    async def credit_standing(self) -> CreditStanding:
+        """The participant's own credit standing, current."""
+        return CreditStanding.of(await self.view.credit())
 
     @strawberry.field(description="Ledger entries on both assets, newest first.")
     async def entries(self, first: int, after: str | None = None) -> Connection[LedgerEntry]:
@@ -67,14 +91,13 @@ class CarbonAccount:
 
 
 async def load_account(participant_id: int) -> CarbonAccount:
-    """The carbon account of a participant with its current available balances."""
-    held = await balances(participant_id)
-    grams, grams_pending = held[Asset.REDUCTION_GRAMS]
-    points, points_pending = held[Asset.POINTS]
+    """The carbon account of a participant, its available balances and growth in one query."""
+    view = await account_view(participant_id)
     return CarbonAccount(
         participant_id=participant_id,
-        reduction_grams=grams - grams_pending,
-        points=points - points_pending,
+        view=view,
+        reduction_grams=view.reduction_grams,
+        points=view.points,
     )
 
 
@@ -99,6 +122,11 @@ class Me:
     async def account(self) -> CarbonAccount:
         """The resident's carbon account."""
         return await load_account(self.participant_id)
+
+    @strawberry.field(description="Experience, level, next level and the growth history.")
+    async def growth(self) -> Growth:
+        """The resident's growth."""
+        return Growth.of(self.participant_id, await growth_service.growth(self.participant_id))
 
     @strawberry.field(description="Every scenario consent of the resident, newest first.")
     async def scenario_authorizations(self) -> list[ScenarioAuthorization]:
