@@ -18,7 +18,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.settings import get_settings
-from graphql_schema import account, records, registry
+from graphql_schema import account, points, records, registry
 from graphql_schema.errors import ErrorCodes
 from graphql_schema.scalars import SCALAR_MAP
 
@@ -26,7 +26,7 @@ MAX_DEPTH = 10
 MAX_TOKENS = 5000
 MAX_ALIASES = 30
 
-DOMAINS: list[Any] = [account, records, registry]
+DOMAINS: list[Any] = [account, records, registry, points]
 
 
 def _merged(name: str) -> type | None:
