@@ -1,0 +1,167 @@
+"""IssueScenarioReductions: one lot credited to each resident, once, traceably and idempotently."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from app.ledger.accounts import holder_account_id
+from app.ledger.models import Account, Asset, Entry, Lot, LotHolding
+from app.ledger.verify import verify
+from registry.issuance import notices_sent
+from registry.models import Issuance, Scenario, ScenarioRecord
+from tests.helpers import data, error_codes, gql, op, token, unique
+from tests.records_support import CENTER, ago, answers, issue, make_world, record, shanghai_noon, submit
+
+
+async def _grams(participant_id: int) -> int:
+    account = await holder_account_id(participant_id, Asset.REDUCTION_GRAMS)
+    return (await Account.get(id=account)).balance
+
+
+async def _world_with_records(client):
+    world = await make_world(residents=3, grams_per_unit=100, cap=1000)
+    a, b, c = world.subjects
+    noon = shanghai_noon(5)
+    batch = [
+        record(a, 4, noon),                           # 400
+        record(a, 8, noon + timedelta(minutes=1)),    # 800, clipped to 600
+        record(b, 1.5, noon),                         # 150
+        record(c, 0.004, noon),                       # 0 g: accepted, nothing to issue
+        record(b, 2, shanghai_noon(2)),               # 200, after the period issued below
+    ]
+    assert answers(await submit(client, world, batch)) == (5, 0, [])
+    return world, noon + timedelta(hours=1)
+
+
+async def test_issuance_credits_each_resident_one_lot_and_marks_the_records(client):
+    world, period_end = await _world_with_records(client)
+    a, b, c = world.subjects
+    payload = await issue(client, world.code, period_end)
+    assert payload["userErrors"] == []
+    issued = payload["issuance"]
+    assert issued["totalGrams"] == "1150" and issued["recipients"] == 2
+    assert issued["serialPrefix"].startswith(f"SH-CI-SC-{world.code}-")
+    assert issued["serialPrefix"].endswith("-0001")
+
+    assert await _grams(world.residents[a]) == 1000
+    assert await _grams(world.residents[b]) == 150
+    assert await _grams(world.residents[c]) == 0
+    row = await Issuance.get(serial_prefix=issued["serialPrefix"])
+    assert (row.records, row.grams_per_unit, row.methodology_class) == (3, 100, "II")
+    lot = await Lot.get(id=row.lot_id)
+    assert (lot.issued_grams, lot.source_code, lot.methodology_class) == (1150, world.code, "II")
+    holdings = await LotHolding.filter(lot_id=lot.id).values_list("balance", flat=True)
+    assert sorted(holdings) == [150, 1000]
+    marked = await ScenarioRecord.filter(scenario_id=world.scenario_id, issuance_id=row.id).count()
+    assert marked == 3
+    unissued = await ScenarioRecord.filter(scenario_id=world.scenario_id, issuance_id=None).count()
+    assert unissued == 2  # the 0 g record and the later one
+    scenario = await Scenario.get(id=world.scenario_id)
+    assert scenario.issued_through == period_end
+    assert (await verify()).ok
+    await notices_sent()
+
+    # The resident sees the issuance on their ledger.
+    resident = token(a, "resident")
+    ledger = data(await op(client, "MyLedger", {"first": 5}, resident))
+    [edge] = ledger["me"]["account"]["entries"]["edges"]
+    node = edge["node"]
+    assert (node["kind"], node["asset"], node["amount"], node["balanceAfter"]) == (
+        "ISSUANCE", "REDUCTION_GRAMS", "1000", "1000")
+    assert node["memo"] == issued["serialPrefix"]
+
+    # A record in the issued period is now OUT_OF_PERIOD; the next issuance takes the rest.
+    late = await submit(client, world, [record(b, 1, period_end - timedelta(minutes=5))])
+    assert answers(late) == (0, 0, [(0, "OUT_OF_PERIOD")])
+    second = await issue(client, world.code, ago(minutes=1))
+    assert second["issuance"]["totalGrams"] == "200"
+    assert second["issuance"]["serialPrefix"].endswith("-0002")
+    assert await _grams(world.residents[b]) == 350
+
+
+async def test_a_retry_with_the_same_key_returns_the_first_issuance_and_moves_nothing(client):
+    world, period_end = await _world_with_records(client)
+    key = unique("issue")
+    first = await issue(client, world.code, period_end, key)
+    again = await issue(client, world.code, period_end, key)
+    assert again == first
+    assert await _grams(world.residents[world.subjects[0]]) == 1000
+    assert await Issuance.filter(scenario_id=world.scenario_id).count() == 1
+
+    conflict = await issue(client, world.code, period_end - timedelta(minutes=1), key)
+    assert conflict["issuance"] is None
+    assert [e["code"] for e in conflict["userErrors"]] == ["IDEMPOTENCY_CONFLICT"]
+    assert await Issuance.filter(scenario_id=world.scenario_id).count() == 1
+
+
+async def test_nothing_to_issue_is_invalid_state_and_changes_nothing(client):
+    world, period_end = await _world_with_records(client)
+    early = await issue(client, world.code, period_end - timedelta(days=3))
+    assert [e["code"] for e in early["userErrors"]] == ["INVALID_STATE"]
+    assert (await Scenario.get(id=world.scenario_id)).issued_through is None
+    await issue(client, world.code, period_end)
+    repeat = await issue(client, world.code, period_end)
+    assert [e["code"] for e in repeat["userErrors"]] == ["INVALID_STATE"]
+    assert await Issuance.filter(scenario_id=world.scenario_id).count() == 1
+
+
+async def test_issuance_input_and_callers_are_checked(client):
+    world, period_end = await _world_with_records(client)
+    future = await issue(client, world.code, ago(hours=-1))
+    assert [(e["code"], e["field"]) for e in future["userErrors"]] == [("INVALID_INPUT", "periodEnd")]
+    missing = await issue(client, "NO-SUCH-SCENARIO", period_end)
+    assert [e["code"] for e in missing["userErrors"]] == ["NOT_FOUND"]
+    variables = {"input": {"scenarioCode": world.code, "periodEnd": period_end.isoformat(),
+                           "idempotencyKey": unique("k")}}
+    for auth in (world.operator, token(roles="exchange"), token(roles="resident")):
+        body = await op(client, "IssueScenarioReductions", variables, auth)
+        assert error_codes(body) == ["FORBIDDEN"]
+    assert error_codes(await op(client, "IssueScenarioReductions", variables)) == ["UNAUTHENTICATED"]
+    blank_key = {"input": {**variables["input"], "idempotencyKey": "  "}}
+    refused = data(await op(client, "IssueScenarioReductions", blank_key, CENTER))
+    assert [e["code"] for e in refused["issueScenarioReductions"]["userErrors"]] == ["INVALID_INPUT"]
+    assert await Issuance.filter(scenario_id=world.scenario_id).count() == 0
+    assert await _grams(world.residents[world.subjects[0]]) == 0
+
+
+async def test_concurrent_issuances_never_issue_a_record_twice(client):
+    world, period_end = await _world_with_records(client)
+    results = await asyncio.gather(*(issue(client, world.code, period_end) for _ in range(4)))
+    made = [r for r in results if r["issuance"]]
+    refused = [r for r in results if not r["issuance"]]
+    assert len(made) == 1
+    assert all([e["code"] for e in r["userErrors"]] == ["INVALID_STATE"] for r in refused)
+    assert await _grams(world.residents[world.subjects[0]]) == 1000
+    entries = await Entry.filter(account_id=await holder_account_id(world.residents[world.subjects[0]],
+                                                                    Asset.REDUCTION_GRAMS)).count()
+    assert entries == 1
+    assert (await verify()).ok
+
+
+async def test_issuances_are_listed_and_a_lot_is_traced_to_its_holders(client):
+    world, period_end = await _world_with_records(client)
+    issued = (await issue(client, world.code, period_end))["issuance"]
+    listing = """
+      query($code: String!) { scenarioIssuances(scenarioCode: $code, first: 5) {
+        edges { node { serialPrefix totalGrams recipients records methodologyCode gramsPerUnit } }
+        pageInfo { hasNextPage } } }
+    """
+    for auth in (CENTER, world.operator):
+        page = data(await gql(client, listing, {"code": world.code}, auth))["scenarioIssuances"]
+        [edge] = page["edges"]
+        assert edge["node"]["serialPrefix"] == issued["serialPrefix"]
+        assert (edge["node"]["totalGrams"], edge["node"]["records"]) == ("1150", 3)
+    stranger = token(unique("op"), "scenario_operator", org="91310000MA1FL0000X")
+    hidden = await gql(client, listing, {"code": world.code}, stranger)
+    assert error_codes(hidden) == ["NOT_FOUND"]
+
+    trace = """
+      query($serial: String!) { lotTrace(serialPrefix: $serial) {
+        serialPrefix issuedGrams methodologyClass vintage holdings { holderKind grams accounts } } }
+    """
+    found = data(await gql(client, trace, {"serial": issued["serialPrefix"]}, CENTER))["lotTrace"]
+    assert found["issuedGrams"] == "1150"
+    assert found["holdings"] == [{"holderKind": "individual", "grams": "1150", "accounts": 2}]
+    assert error_codes(await gql(client, trace, {"serial": issued["serialPrefix"]},
+                                 token(roles="resident"))) == ["FORBIDDEN"]
