@@ -13,6 +13,7 @@ from app.ledger.models import Asset, Entry, EntryKind
 from app.ledger.verify import system_totals
 from app.participants import Participant
 from graphql_schema.ids import encode_id
+from graphql_schema.mall_types import Redemption, redemption_connection
 from graphql_schema.pagination import Connection, build_connection, decode_cursor, page_size
 from graphql_schema.permissions import CenterOrRegulator, Resident
 from graphql_schema.points_types import CreditStanding, Growth, GrowthLevel
@@ -132,6 +133,11 @@ class Me:
     async def scenario_authorizations(self) -> list[ScenarioAuthorization]:
         """The resident's grants, active and revoked (history kept as rows)."""
         return await scenario_authorizations(self.participant_id)
+
+    @strawberry.field(description="The resident's redemptions and vouchers, newest first.")
+    async def redemptions(self, first: int, after: str | None = None) -> Connection[Redemption]:
+        """Page through the resident's redemptions (voucher codes shown)."""
+        return await redemption_connection(first, after, participant_id=self.participant_id)
 
 
 @strawberry.type

@@ -18,7 +18,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
 from app.settings import get_settings
-from graphql_schema import account, points, records, registry
+from graphql_schema import account, mall, points, records, registry, retirement
 from graphql_schema.errors import ErrorCodes
 from graphql_schema.scalars import SCALAR_MAP
 
@@ -26,7 +26,7 @@ MAX_DEPTH = 10
 MAX_TOKENS = 5000
 MAX_ALIASES = 30
 
-DOMAINS: list[Any] = [account, records, registry, points]
+DOMAINS: list[Any] = [account, records, registry, points, mall, retirement]
 
 
 def _merged(name: str) -> type | None:
