@@ -1,0 +1,128 @@
+"""Pure rules of scenario records: exact grams, item checks, periods, the cap, NDJSON reading."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from registry import rules
+from registry.ingest import parse_line, read_chunks
+from registry.rules import Item, Rejection
+
+NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "factor", "grams"),
+    [
+        (2.3, 100, 230),            # 2.3 * 100 is 229.99999999999997 in binary floating point
+        (0.1, 3, 0),
+        (Decimal("0.29"), 100, 29),
+        (1.15, 100, 115),
+        (6.789, 100, 678),
+        (7, 47, 329),
+        (Decimal("0.99999999999999999999"), 100, 99),
+    ],
+)
+def test_grams_are_the_exact_floor_of_quantity_times_factor(quantity, factor, grams):
+    assert rules.computed_grams(rules.as_decimal(quantity), factor) == grams
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), True, "1.5", None, Decimal("NaN")])
+def test_only_finite_numbers_are_quantities(value):
+    assert rules.as_decimal(value) is None
+
+
+def _check(**changes):
+    values = {"subject": "s", "quantity": 1.5, "occurred_at": NOW, "external_ref": "r"}
+    values.update(changes)
+    return rules.check_item(7, values["subject"], values["quantity"], values["occurred_at"],
+                            values["external_ref"], 100)
+
+
+def test_a_well_formed_item_carries_its_grams_and_shanghai_day():
+    item = _check(occurred_at=datetime(2026, 11, 20, 16, 30, tzinfo=UTC))
+    assert isinstance(item, Item)
+    assert (item.index, item.grams, item.day) == (7, 150, date(2026, 11, 21))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"quantity": 0}, {"quantity": -1}, {"quantity": "2"}, {"quantity": 1e300},
+        {"external_ref": ""}, {"external_ref": "x" * 129}, {"external_ref": 5},
+        {"subject": ""}, {"subject": None},
+        {"occurred_at": datetime(2026, 11, 20, 4, 0)}, {"occurred_at": "not a date"},
+        {"occurred_at": "2026-11-20T04:00:00"},
+    ],
+)
+def test_malformed_items_are_invalid_input(changes):
+    result = _check(**changes)
+    assert isinstance(result, Rejection) and result.code == "INVALID_INPUT" and result.index == 7
+
+
+def test_period_bounds():
+    assert not rules.period_problem(NOW, NOW, None)
+    assert rules.period_problem(NOW + timedelta(seconds=1), NOW, None)
+    assert not rules.period_problem(NOW - timedelta(days=90), NOW, None)
+    assert rules.period_problem(NOW - timedelta(days=90, seconds=1), NOW, None)
+    issued = NOW - timedelta(days=3)
+    assert rules.period_problem(issued, NOW, issued)
+    assert not rules.period_problem(issued + timedelta(microseconds=1), NOW, issued)
+
+
+def test_the_cap_clips_to_what_is_left():
+    assert rules.clip(500, 908, 1000) == 92
+    assert rules.clip(500, 1000, 1000) == 0
+    assert rules.clip(500, 0, 1000) == 500
+    assert rules.clip(500, 0, None) == 500
+
+
+def test_authorization_intervals_are_half_open():
+    granted, revoked = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    assert rules.authorized_at([(granted, revoked)], granted)
+    assert not rules.authorized_at([(granted, revoked)], revoked)
+    assert rules.authorized_at([(granted, revoked), (NOW, None)], NOW + timedelta(days=9))
+
+
+def test_serial_prefixes():
+    assert rules.serial_prefix("metro-sh", 3, 2026, 1) == "SH-CI-SC-METRO-SH-2026-0001"
+    assert rules.serial_prefix("odd code!", 3, 2026, 12) == "SH-CI-SC-S3-2026-0012"
+    assert len(rules.serial_prefix("A" * 64, 3, 2026, 1)) <= 64
+
+
+def test_ndjson_lines_parse_exactly_or_are_rejected():
+    line = b'{"subject":"s","quantity":2.3,"occurredAt":"2026-11-20T08:00:00+08:00","externalRef":"r"}'
+    item = parse_line(0, line, 100)
+    assert isinstance(item, Item) and item.quantity == Decimal("2.3") and item.grams == 230
+    for bad in (b"{", b"\xff", b'{"quantity": Infinity}', b"[]", b'"text"'):
+        result = parse_line(4, bad, 100)
+        assert isinstance(result, Rejection) and (result.index, result.code) == (4, "INVALID_INPUT")
+
+
+async def _body(*parts: bytes):
+    for part in parts:
+        yield part
+
+
+async def test_lines_are_read_across_body_chunks_in_bounded_chunks():
+    line = b'{"subject":"s","quantity":1,"occurredAt":"2026-11-20T08:00:00+08:00","externalRef":"%d"}'
+    text = b"\n".join(line % i for i in range(5)) + b"\n\n" + line % 6
+    pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+    chunks = [c async for c in read_chunks(_body(*pieces), 100, size=2)]
+    assert [len(c) for c in chunks] == [2, 2, 2]
+    assert [e.index for c in chunks for e in c] == [0, 1, 2, 3, 4, 6]
+    assert all(isinstance(e, Item) for c in chunks for e in c)
+
+
+async def test_an_overlong_line_is_one_rejection_and_reading_goes_on():
+    from registry.ingest import MAX_LINE
+
+    good = b'{"subject":"s","quantity":1,"occurredAt":"2026-11-20T08:00:00+08:00","externalRef":"a"}'
+    long_parts = [b"x" * 40_000 for _ in range(MAX_LINE // 40_000 + 3)]
+    chunks = [c async for c in read_chunks(_body(good + b"\n", *long_parts, b"tail\n", good), 100)]
+    entries = [e for c in chunks for e in c]
+    assert [(e.index, type(e).__name__) for e in entries] == [
+        (0, "Item"), (1, "Rejection"), (2, "Item")]
