@@ -59,10 +59,10 @@ async def behavior_scenario(
 
 
 async def consent(participant_id: int, code: str, since: datetime | None = None) -> None:
-    """An authorization active from `since` (default: a day ago), straight in the table."""
+    """An authorization active from `since` (default: a week ago), straight in the table."""
     await ScenarioAuthorization.create(
         participant_id=participant_id, scenario_code=code,
-        granted_at=since or datetime.now(UTC) - timedelta(days=1),
+        granted_at=since or datetime.now(UTC) - timedelta(days=7),
     )
 
 
@@ -71,7 +71,7 @@ def event(subject: str, behavior: str, when: datetime | None = None,
     """One BehaviorEventInput."""
     return {"subject": subject, "behavior": behavior,
             "occurredAt": (when or datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
-            "externalRef": ref or unique("ev")}
+            "externalRef": unique("ev") if ref is None else ref}
 
 
 async def record(client, auth: str, code: str, events: list[dict]) -> dict:
