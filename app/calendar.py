@@ -102,6 +102,9 @@ def parse_year_calendar(year: object, holidays: Iterable[object], workdays: Iter
         raise InvalidInput(f"year must be a whole number from {MIN_YEAR} to {MAX_YEAR}.", "year")
     parsed: dict[str, frozenset[date]] = {}
     for name, values in (("holidays", holidays), ("workdays", workdays)):
+        values = list(values)
+        if len(values) > 366:
+            raise InvalidInput(f"{name}: a year has at most 366 days.", name)
         days: set[date] = set()
         for value in values:
             day = _as_date(value, name)

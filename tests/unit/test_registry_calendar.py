@@ -87,6 +87,7 @@ def test_years_before_the_package_are_unknown_too():
         ("2027", [], [], "year"),
         (True, [], [], "year"),
         (1999, [], [], "year"),
+        (2027, ["2027-01-01"] * 367, [], "holidays"),
     ],
 )
 def test_calendar_lists_are_validated(year, holidays, workdays, field):
