@@ -76,7 +76,7 @@ async def _raise_tally(
     conn: BaseDBAsyncClient, right_id: int, participant_id: int, quantity: int, limit: int
 ) -> None:
     """Count `quantity` more of this right for this person, within the limit, atomically."""
-    _, rows = await conn.execute_query(_tally_sql(), [right_id, participant_id, quantity, limit])
+    rows = await conn.execute_query_dict(_tally_sql(), [right_id, participant_id, quantity, limit])
     if not rows:
         raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
 
