@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from app import audit
 from app.auth import Principal
+from app.errors import InvalidState
 from points.models import (
     BehaviorEvent,
     BehaviorScenario,
@@ -74,13 +76,16 @@ async def set_levels(principal: Principal, table: list[Level]) -> list[Level]:
     """Center: replace the growth table; levels follow from lifetime experience at once."""
     principal.require("center")
     checked = check_levels(table)
-    async with in_transaction() as conn:
-        await GrowthLevel.all().using_db(conn).delete()
-        await GrowthLevel.bulk_create(
-            [GrowthLevel(code=lv.code, name=lv.name, min_experience=lv.min_experience)
-             for lv in checked],
-            using_db=conn,
-        )
+    try:
+        async with in_transaction() as conn:
+            await GrowthLevel.all().using_db(conn).delete()
+            await GrowthLevel.bulk_create(
+                [GrowthLevel(code=lv.code, name=lv.name, min_experience=lv.min_experience)
+                 for lv in checked],
+                using_db=conn,
+            )
+    except IntegrityError:
+        raise InvalidState("The growth table was being changed at the same time; retry.") from None
     await audit.record(
         principal, "set_growth_levels", "growth_table", "current",
         ", ".join(f"{lv.code}>={lv.min_experience}" for lv in checked),
