@@ -1,0 +1,114 @@
+"""accountChanged over graphql-transport-ws against a real `puhui serve` process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.helpers import contract_operations, credit_code, data, token, unique
+from tests.live_support import served, subscribed
+from tests.points_support import behavior_scenario, consent, event, resident, set_rate
+
+log = logging.getLogger(__name__)
+ACCOUNT_CHANGED = contract_operations()["AccountChanged"]
+CONVERT = contract_operations()["ConvertReductions"]
+
+
+async def _convert_over_http(base: str, auth: str, grams: int) -> dict:
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post(
+            "/graphql",
+            json={"query": CONVERT,
+                  "variables": {"input": {"grams": str(grams), "idempotencyKey": unique("k")}}},
+            headers={"authorization": f"Bearer {auth}"},
+        )
+    payload = data(response.json())["convertReductions"]
+    assert payload["userErrors"] == [], payload
+    return payload
+
+
+def _account(grams: int, points: int, experience: int = 0, level: str = "L1") -> dict:
+    return {"accountChanged": {"reductionGrams": str(grams), "points": str(points),
+                               "experience": experience, "level": {"code": level}}}
+
+
+async def test_a_resident_receives_only_their_own_account_changes(client):
+    await set_rate(client, 10)
+    _, alice, _ = await resident(1_000)
+    _, bob, _ = await resident(500)
+    async with served() as base, \
+            subscribed(base, alice, ACCOUNT_CHANGED) as a, \
+            subscribed(base, bob, ACCOUNT_CHANGED) as b:
+        assert await a.next_data() == _account(1_000, 0)
+        assert await b.next_data() == _account(500, 0)
+        started = time.monotonic()
+        await _convert_over_http(base, alice, 100)
+        assert await a.next_data() == _account(900, 10)
+        log.info("accountChanged delivered %.3f s after the mutation began",
+                 time.monotonic() - started)
+        await _convert_over_http(base, bob, 50)
+        assert await b.next_data() == _account(450, 5)
+        await _convert_over_http(base, alice, 200)
+        assert await a.next_data() == _account(700, 30)
+
+
+async def test_experience_and_level_changes_are_pushed(client):
+    code, _, operator = await behavior_scenario(client, [("recycle", 120, 1000)])
+    subject, auth, pid = await resident()
+    await consent(pid, code)
+    async with served() as base, subscribed(base, auth, ACCOUNT_CHANGED) as sub:
+        assert await sub.next_data() == _account(0, 0)
+        async with httpx.AsyncClient(base_url=base) as http:
+            response = await http.post("/graphql", json={
+                "query": contract_operations()["RecordBehaviors"],
+                "variables": {"input": {"scenarioCode": code,
+                                        "events": [event(subject, "recycle")]}},
+            }, headers={"authorization": f"Bearer {operator}"})
+        assert data(response.json())["recordBehaviors"]["accepted"] == 1
+        assert await sub.next_data() == _account(0, 0, experience=120, level="L2")
+
+
+async def test_a_connection_without_a_valid_token_is_refused(database):
+    async with served() as base:
+        for jwt in (None, "not-a-token"):
+            with pytest.raises(ConnectionClosed) as closed:
+                async with subscribed(base, jwt, ACCOUNT_CHANGED) as sub:
+                    await sub.message()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+async def test_other_roles_cannot_subscribe_to_an_account(database):
+    async with served() as base:
+        merchant = token(roles="merchant", org=credit_code())
+        async with subscribed(base, merchant, ACCOUNT_CHANGED) as sub:
+            message = await sub.message()
+        assert message["type"] in ("next", "error"), message
+        payload = message["payload"]
+        errors = payload.get("errors", []) if isinstance(payload, dict) else payload
+        assert [e.get("extensions", {}).get("code") for e in errors] == ["FORBIDDEN"]
+
+
+if os.environ.get("PUHUI_REDIS_URL"):
+    # Delivery across processes needs Redis: the in-process stand-in reaches one process only.
+
+    async def test_changes_in_another_process_arrive_through_redis(client):
+        await set_rate(client, 10)
+        _, auth, _ = await resident(1_000)
+        async with served(workers=2) as base, subscribed(base, auth, ACCOUNT_CHANGED) as sub:
+            assert await sub.next_data() == _account(1_000, 0)
+            # made in this test process, pushed by a server worker
+            body = await client.post("/graphql", json={
+                "query": CONVERT,
+                "variables": {"input": {"grams": "300", "idempotencyKey": unique("k")}},
+            }, headers={"authorization": f"Bearer {auth}"})
+            assert data(body.json())["convertReductions"]["userErrors"] == []
+            assert await sub.next_data() == _account(700, 30)
+            # made on whichever of the two workers answers
+            for step in range(1, 5):
+                await _convert_over_http(base, auth, 100)
+                assert await sub.next_data() == _account(700 - 100 * step, 30 + 10 * step)
