@@ -31,11 +31,11 @@ from tortoise.expressions import Q, Subquery
 
 from app.redis import get_store
 from mall import stock_gate
+from mall.keys import store_key
 from mall.models import Merchant, MerchantStatus, Right
 from mall.rules import listing_expiry
 
 log = logging.getLogger(__name__)
-VERSION_KEY = "puhui:mall:rights:version"
 PAGE_TTL = 30
 
 
@@ -68,14 +68,18 @@ class ListedPage:
 async def invalidate() -> None:
     """Bump the listing version after a commit that changed what the mall lists."""
     try:
-        await get_store().incr(VERSION_KEY)
+        await get_store().incr(_version_key())
     except Exception:  # noqa: BLE001 - pages expire within PAGE_TTL anyway
         log.warning("could not invalidate the mall listing cache")
 
 
+def _version_key() -> str:
+    return store_key("rights", "version")
+
+
 def _page_key(version: str, first: int, after: int | None, category: str | None) -> str:
     raw = f"{first}|{after}|{category}".encode()
-    return f"puhui:mall:rights:{version}:{hashlib.sha1(raw).hexdigest()[:20]}"
+    return store_key("rights", version, hashlib.sha1(raw).hexdigest()[:20])
 
 
 async def _from_database(
@@ -158,7 +162,7 @@ async def _structure(
 ) -> tuple[list[ListedRight], bool]:
     store = get_store()
     try:
-        version = (await store.get(VERSION_KEY) or b"0").decode()
+        version = (await store.get(_version_key()) or b"0").decode()
         key = _page_key(version, first, after, category)
         raw = await store.get(key)
     except Exception:  # noqa: BLE001 - without the store, read the database

@@ -38,6 +38,7 @@ from app.participants import resident_id
 from app.redis import get_store
 from mall import stock_gate
 from mall.errors import OutOfStock, PerPersonLimit, RateLimited
+from mall.keys import store_key
 from mall.merchants import own_merchant
 from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
 from mall.rules import check_quantity, check_redeemable, new_voucher_code, parse_voucher
@@ -271,7 +272,7 @@ async def expire_due(now: datetime | None = None) -> int:
 
 async def _count_lookup(merchant_id: int) -> None:
     try:
-        count = await get_store().incr(f"puhui:mall:lookups:{merchant_id}", 1, ttl=60)
+        count = await get_store().incr(store_key("lookups", merchant_id), 1, ttl=60)
     except Exception:  # noqa: BLE001 - without the store, lookups are not limited
         log.warning("voucher lookup limiter unavailable")
         return

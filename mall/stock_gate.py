@@ -26,6 +26,7 @@ import logging
 from enum import Enum
 
 from app.redis import TAKE_BYPASS, TAKE_DONE, TAKE_MISSING, TAKE_SHORT, get_store
+from mall.keys import store_key
 from mall.models import Right
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,13 @@ class Gate(Enum):
 
 def gate_key(right_id: int) -> str:
     """The store key of a right's counter."""
-    return f"puhui:mall:gate:{right_id}"
+    return store_key("gate", right_id)
 
 
 def replay_key(subject: str, idempotency_key: str) -> str:
     """The store key marking a redemption already made with this idempotency key."""
     digest = hashlib.sha256(f"{subject}\x00{idempotency_key}".encode()).hexdigest()[:40]
-    return f"puhui:mall:redeemed:{digest}"
+    return store_key("redeemed", digest)
 
 
 async def _rebuild(right_id: int) -> bool:
