@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 from tortoise import connections
 
 from app.db import close_db, init_db
+from app.jobs import start_jobs, stop_jobs
 from app.redis import close_store, get_store
 from app.settings import Settings, get_settings
 
@@ -48,9 +49,11 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         if manage_db:
             await init_db(settings)
         get_store(settings)
+        jobs = start_jobs()
         try:
             yield
         finally:
+            await stop_jobs(jobs)
             await close_store()
             if manage_db:
                 await close_db()
