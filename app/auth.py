@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from app.errors import Forbidden, Unauthenticated
 from app.settings import Settings, get_settings
@@ -28,6 +30,7 @@ ROLES = frozenset(
 ORG_ROLES = frozenset({"merchant", "scenario_operator", "project_developer"})
 STAFF_ROLES = frozenset({"center", "exchange", "regulator"})
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+TOKEN_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -58,15 +61,56 @@ class Principal:
 
 @lru_cache(maxsize=4)
 def _jwks_client(url: str) -> jwt.PyJWKClient:
-    return jwt.PyJWKClient(url, cache_keys=True, lifespan=600)
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=600, timeout=5)
+
+
+@lru_cache(maxsize=4)
+def _public_key(pem: str) -> object:
+    return load_pem_public_key(pem.encode())
 
 
 def _key_for(token: str, settings: Settings) -> object:
     if settings.jwt_public_key:
-        return settings.jwt_public_key
+        return _public_key(settings.jwt_public_key)
     if settings.jwt_jwks_url:
-        return _jwks_client(settings.jwt_jwks_url).get_signing_key_from_jwt(token).key
+        # The JWK carries its own algorithm; PyJWT refuses a token whose header names another.
+        return _jwks_client(settings.jwt_jwks_url).get_signing_key_from_jwt(token)
     return settings.jwt_secret
+
+
+class _TokenCache:
+    """Recently verified tokens and their Principal, until the token's own expiry (bounded LRU)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[object, ...], tuple[Principal, float]] = OrderedDict()
+
+    @staticmethod
+    def key(token: str, settings: Settings) -> tuple[object, ...]:
+        """What a verification depends on: the token and the verifying settings."""
+        return (token, settings.jwt_secret, settings.jwt_public_key, settings.jwt_jwks_url,
+                settings.jwt_issuer, settings.jwt_audience)
+
+    def get(self, key: tuple[object, ...]) -> Principal | None:
+        """The cached Principal, or None when unknown or expired."""
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if time.time() >= item[1]:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: tuple[object, ...], principal: Principal, expires: float) -> None:
+        """Remember a verified token until `expires` (epoch seconds)."""
+        self._items[key] = (principal, expires)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+_verified = _TokenCache(TOKEN_CACHE_SIZE)
 
 
 def _claims_to_principal(claims: dict) -> Principal:
@@ -89,8 +133,15 @@ def _claims_to_principal(claims: dict) -> Principal:
 
 
 def decode_token(token: str, settings: Settings | None = None) -> Principal:
-    """Verify a token's signature, algorithm, issuer, audience and expiry; raise Unauthenticated."""
+    """Verify a token's signature, algorithm, issuer, audience and expiry; raise Unauthenticated.
+
+    Verified tokens are remembered (bounded, until their `exp`), so a client's repeated requests
+    cost one signature check."""
     settings = settings or get_settings()
+    cache_key = _verified.key(token, settings)
+    cached = _verified.get(cache_key)
+    if cached is not None:
+        return cached
     try:
         key = _key_for(token, settings)
         claims = jwt.decode(
@@ -103,13 +154,19 @@ def decode_token(token: str, settings: Settings | None = None) -> Principal:
         )
     except jwt.PyJWTError:
         raise Unauthenticated("The token is invalid or expired.") from None
-    return _claims_to_principal(claims)
+    principal = _claims_to_principal(claims)
+    if isinstance(claims.get("exp"), int | float):
+        _verified.put(cache_key, principal, float(claims["exp"]))
+    return principal
 
 
 async def decode_token_async(token: str, settings: Settings | None = None) -> Principal:
     """decode_token, off the event loop when keys come from a JWKS endpoint (blocking fetch)."""
     settings = settings or get_settings()
     if settings.jwt_jwks_url:
+        cached = _verified.get(_verified.key(token, settings))
+        if cached is not None:
+            return cached
         return await asyncio.to_thread(decode_token, token, settings)
     return decode_token(token, settings)
 
@@ -122,6 +179,18 @@ def principal_from_header(value: str | None, settings: Settings | None = None) -
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("Authorization must be 'Bearer <token>'.")
     return decode_token(token.strip(), settings)
+
+
+async def principal_from_header_async(
+    value: str | None, settings: Settings | None = None
+) -> Principal | None:
+    """principal_from_header for async callers: a JWKS key fetch never blocks the event loop."""
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization must be 'Bearer <token>'.")
+    return await decode_token_async(token.strip(), settings)
 
 
 def issue_token(

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
-from tortoise import connections
 
 from app.db import close_db, init_db
+from app.health import health
 from app.jobs import start_jobs, stop_jobs
 from app.redis import close_store, get_store
 from app.settings import Settings, get_settings
@@ -20,19 +22,15 @@ from app.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-async def healthz(request: Request) -> JSONResponse:
-    """200 when the database (and Redis, when configured) answer; 503 otherwise."""
-    checks: dict[str, str] = {}
-    try:
-        await connections.get("default").execute_query("SELECT 1")
-        checks["database"] = "ok"
-    except Exception:  # noqa: BLE001 - any failure means unhealthy
-        checks["database"] = "unreachable"
-    if get_settings().redis_url:
-        checks["redis"] = "ok" if await get_store().ping() else "unreachable"
-    healthy = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ok" if healthy else "unhealthy", **checks},
-                        status_code=200 if healthy else 503)
+def _healthz(settings: Settings) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def healthz(request: Request) -> JSONResponse:
+        """200 when the database (and Redis, when configured) answer; 503 otherwise."""
+        healthy, checks = await health(settings)
+        return JSONResponse({"status": "ok" if healthy else "unhealthy", **checks},
+                            status_code=200 if healthy else 503,
+                            headers={"cache-control": "no-store"})
+
+    return healthz
 
 
 def create_app(settings: Settings | None = None, manage_db: bool = True) -> Starlette:
@@ -59,9 +57,14 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
                 await close_db()
 
     routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/healthz", _healthz(settings), methods=["GET"]),
+        Route("/graphql", graphql),  # the view answers other methods with a coded 405
         WebSocketRoute("/graphql", graphql),
         Route("/ingest/scenarios/{code}/records", ingest_scenario_records, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [
+        Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                   allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"],
+                   max_age=600)
+    ] if settings.cors_origins else []
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)

@@ -6,6 +6,10 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 ENVIRONMENTS = ("development", "test", "production")
 DEV_SECRET = "puhui-development-secret-change-me-0123456789"
@@ -44,7 +48,9 @@ class Settings:
     @property
     def jwt_algorithms(self) -> list[str]:
         """The algorithms tokens may be signed with: pinned, never taken from the token."""
-        if self.jwt_public_key or self.jwt_jwks_url:
+        if self.jwt_public_key:
+            return [public_key_algorithm(self.jwt_public_key)]
+        if self.jwt_jwks_url:
             return ["RS256", "ES256"]
         return ["HS256"]
 
@@ -62,6 +68,71 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
     return value
 
 
+@lru_cache(maxsize=8)
+def public_key_algorithm(pem: str) -> str:
+    """RS256 for an RSA key of 2048 bits or more, ES256 for a P-256 key; SettingsError otherwise."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError):
+        raise SettingsError("PUHUI_JWT_PUBLIC_KEY is not a PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise SettingsError("PUHUI_JWT_PUBLIC_KEY: RSA keys must have at least 2048 bits")
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise SettingsError("PUHUI_JWT_PUBLIC_KEY must be an RSA (RS256) or P-256 (ES256) public key")
+
+
+def _public_key(raw: str | None) -> str | None:
+    """The PEM text of PUHUI_JWT_PUBLIC_KEY: the PEM itself (newlines may be written \\n) or a file."""
+    if not raw:
+        return None
+    text = raw.strip().replace("\\n", "\n")
+    if not text.startswith("-----BEGIN"):
+        path = Path(text)
+        if not path.is_file():
+            raise SettingsError("PUHUI_JWT_PUBLIC_KEY must be a PEM public key or the path of a PEM file")
+        text = path.read_text().strip()
+    public_key_algorithm(text)
+    return text + "\n"
+
+
+def _database_url(raw: str | None) -> str:
+    url = raw or "sqlite://var/puhui.sqlite3"
+    scheme = url.split("://", 1)[0] if "://" in url else "none"
+    if url.startswith("postgresql://"):
+        url = "postgres://" + url[len("postgresql://") :]
+    if url.startswith("sqlite://"):
+        if not url[len("sqlite://") :].split("?", 1)[0]:
+            raise SettingsError("PUHUI_DATABASE_URL sqlite://PATH needs a file path")
+        return url
+    if not url.startswith(("postgres://", "asyncpg://")):
+        raise SettingsError(
+            "PUHUI_DATABASE_URL must be sqlite://PATH or postgres://USER@HOST:PORT/DB, "
+            f"got scheme {scheme!r}"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise SettingsError("PUHUI_DATABASE_URL has a malformed host or port") from None
+    if not parts.hostname or not parts.path.strip("/"):
+        raise SettingsError("PUHUI_DATABASE_URL must name a host and a database: postgres://USER@HOST:PORT/DB")
+    if port == 0:
+        raise SettingsError("PUHUI_DATABASE_URL has port 0")
+    return url
+
+
+def _http_url(name: str, raw: str | None) -> str | None:
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must be an http:// or https:// URL")
+    return raw
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Build Settings from an environment mapping, raising SettingsError on any bad value."""
     env = dict(os.environ if env is None else env)
@@ -69,22 +140,17 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if mode not in ENVIRONMENTS:
         raise SettingsError(f"PUHUI_ENV must be one of {', '.join(ENVIRONMENTS)}, got {mode!r}")
 
-    database_url = env.get("PUHUI_DATABASE_URL") or "sqlite://var/puhui.sqlite3"
-    if not database_url.startswith(("sqlite://", "postgres://", "postgresql://", "asyncpg://")):
-        raise SettingsError(
-            "PUHUI_DATABASE_URL must be sqlite://PATH or postgres://USER@HOST:PORT/DB, "
-            f"got scheme {database_url.split(':', 1)[0]!r}"
-        )
-    if database_url.startswith("postgresql://"):
-        database_url = "postgres://" + database_url[len("postgresql://") :]
+    database_url = _database_url(env.get("PUHUI_DATABASE_URL"))
 
     redis_url = env.get("PUHUI_REDIS_URL") or None
     if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("PUHUI_REDIS_URL must start with redis://, rediss:// or unix://")
 
     secret = env.get("PUHUI_JWT_SECRET") or None
-    public_key = env.get("PUHUI_JWT_PUBLIC_KEY") or None
-    jwks_url = env.get("PUHUI_JWT_JWKS_URL") or None
+    public_key = _public_key(env.get("PUHUI_JWT_PUBLIC_KEY"))
+    jwks_url = _http_url("PUHUI_JWT_JWKS_URL", env.get("PUHUI_JWT_JWKS_URL"))
+    if public_key and jwks_url:
+        raise SettingsError("set PUHUI_JWT_PUBLIC_KEY or PUHUI_JWT_JWKS_URL, not both")
     if mode == "production":
         if not (public_key or jwks_url):
             raise SettingsError(
@@ -100,6 +166,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"PUHUI_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level}")
 
+    origins = tuple(o.strip().rstrip("/") for o in env.get("PUHUI_CORS_ORIGINS", "").split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise SettingsError(f"PUHUI_CORS_ORIGINS entries must be http(s) origins, got {origin!r}")
+
     return Settings(
         env=mode,
         database_url=database_url,
@@ -111,6 +182,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         jwt_audience=env.get("PUHUI_JWT_AUDIENCE") or "puhui",
         db_pool_size=_int(env, "PUHUI_DB_POOL_SIZE", 20, 1, 500),
         log_level=log_level,
+        cors_origins=origins,
     )
 
 

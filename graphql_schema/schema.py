@@ -34,6 +34,17 @@ def _merged(name: str) -> type | None:
     return merge_types(name, parts) if parts else None
 
 
+class PuhuiSchema(strawberry.Schema):
+    """strawberry's Schema without its per-error ERROR log with traceback.
+
+    Refusals (UNAUTHENTICATED, validation failures, typed input errors) are the client's doing and
+    are not logged; ErrorCodes logs every unexpected error once, with its traceback.
+    """
+
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        """Leave logging to ErrorCodes."""
+
+
 def build_schema() -> strawberry.Schema:
     """Assemble the schema from every domain's Query, Mutation and Subscription."""
     settings = get_settings()
@@ -48,12 +59,17 @@ def build_schema() -> strawberry.Schema:
         lambda: ValidationCache(maxsize=1024),
         lambda: AddValidationRules(rules),
     ]
-    return strawberry.Schema(
+    return PuhuiSchema(
         query=_merged("Query"),
         mutation=_merged("Mutation"),
         subscription=_merged("Subscription"),
         extensions=extensions,
-        config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),
+        config=StrawberryConfig(
+            auto_camel_case=True,
+            scalar_map=SCALAR_MAP,
+            # "Did you mean ...?" would tell field names that introspection hides.
+            disable_field_suggestions=settings.production,
+        ),
     )
 
 

@@ -1,40 +1,152 @@
-"""The ASGI GraphQL view: builds the Context from the Authorization header or connection_init."""
+"""The ASGI GraphQL view: GraphQL over HTTP as the spec says, our context, and coded errors.
+
+On top of strawberry's view: every error (also the HTTP-level ones) is a JSON GraphQL error with
+`extensions.code`; requests that could not be executed (unparsable, invalid, bad variables) answer
+400 without a `data` key; a mutation over GET answers 405; bodies over MAX_BODY_BYTES answer 413;
+`application/graphql-response+json` is served to clients that ask for it; JSON goes through orjson.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.http.base import BaseRequestProtocol
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 
-from app.auth import principal_from_header
+from app.auth import principal_from_header_async
 from app.errors import AccessError
 from app.settings import Settings
 from graphql_schema.context import Context
 
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 2 * 1024 * 1024
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+HTTP_GET_OPERATIONS = frozenset({OperationType.QUERY})
+HTTP_POST_OPERATIONS = frozenset({OperationType.QUERY, OperationType.MUTATION})
+HTTP_CODES = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+class _BodyTooLarge(Exception):
+    """The request body grew past MAX_BODY_BYTES while being read."""
+
+
+def _limited(receive: Receive, limit: int) -> Callable[[], Awaitable[Message]]:
+    """`receive` that raises _BodyTooLarge once more than `limit` body bytes arrived."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _BodyTooLarge
+        return message
+
+    return wrapped
+
+
+def _media_type(request: Request) -> str:
+    """The response media type the client asked for (graphql-response+json when it accepts it)."""
+    accept = request.headers.get("accept", "")
+    return GRAPHQL_RESPONSE if GRAPHQL_RESPONSE in accept else "application/json"
+
+
+def _formatted(error: GraphQLError, production: bool) -> dict[str, Any]:
+    """The error as JSON, coded even when it escaped ErrorCodes (an extension's own parse error)."""
+    out = error.formatted
+    extensions = out.get("extensions") or {}
+    if "code" in extensions:
+        return out
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        out["extensions"] = {**extensions, "code": "BAD_REQUEST"}
+        return out
+    log.error("unexpected error before execution", exc_info=original)
+    out["message"] = "Unexpected error." if production else f"Unexpected error: {type(original).__name__}"
+    out["extensions"] = {"code": "INTERNAL_SERVER_ERROR"}
+    return out
+
 
 class PuhuiGraphQL(GraphQL):
-    """strawberry's ASGI app with our context, WebSocket authentication and error status codes."""
+    """strawberry's ASGI app with our context, WebSocket authentication and HTTP semantics."""
 
     def __init__(self, schema: Any, settings: Settings) -> None:
         super().__init__(
             schema,
             graphql_ide=None if settings.production else "graphiql",
             allowed_origins=settings.cors_origins or ("*",),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         )
         self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request or WebSocket; HTTP failures become coded JSON errors."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive=_limited(receive, MAX_BODY_BYTES))
+        try:
+            declared = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            declared = 0
+        try:
+            if declared > MAX_BODY_BYTES:
+                raise _BodyTooLarge
+            response = await self.run(request)
+        except _BodyTooLarge:
+            response = self.error_response(request, 413, f"The body exceeds {MAX_BODY_BYTES} bytes.")
+        except HTTPException as exc:
+            response = self.error_response(request, exc.status_code, exc.reason)
+        await response(scope, receive, send)
+
+    def error_response(self, request: Request, status: int, message: str) -> Response:
+        """A GraphQL error response for a request that was not executed."""
+        code = HTTP_CODES.get(status, "BAD_REQUEST")
+        body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+        headers = {"allow": "POST" if request.method == "GET" else "GET, POST"} if status == 405 else None
+        return Response(orjson.dumps(body), status_code=status, headers=headers,
+                        media_type=_media_type(request))
+
+    def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
+        """GraphiQL for browsers, only where it is enabled (never in production)."""
+        return self.graphql_ide is not None and super().should_render_graphql_ide(request)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """Parse JSON with orjson (its errors are json.JSONDecodeError, so they answer 400)."""
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> bytes:
+        """Serialize JSON with orjson."""
+        return orjson.dumps(data)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         """Authenticate the request; a bad token is kept and raised only where one is needed."""
         context = Context(request=request, settings=self.settings)
         if isinstance(request, Request):
             try:
-                context.principal = principal_from_header(
+                context.principal = await principal_from_header_async(
                     request.headers.get("authorization"), self.settings
                 )
             except AccessError as exc:
@@ -46,8 +158,9 @@ class PuhuiGraphQL(GraphQL):
         params = context.connection_params or {}
         header = params.get("authorization") if isinstance(params, dict) else None
         try:
-            principal = principal_from_header(header if isinstance(header, str) else None,
-                                              self.settings)
+            principal = await principal_from_header_async(
+                header if isinstance(header, str) else None, self.settings
+            )
         except AccessError:
             raise ConnectionRejectionError() from None
         if principal is None:
@@ -55,25 +168,72 @@ class PuhuiGraphQL(GraphQL):
         context.principal = principal
         return None
 
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: Any,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Execute one operation: queries over GET, queries and mutations over POST.
+
+        A mutation over GET answers 405 (Allow: POST); subscriptions are served over WebSocket only.
+        """
+        get = request_adapter.method == "GET"
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=HTTP_GET_OPERATIONS if get else HTTP_POST_OPERATIONS,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from None
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type == OperationType.SUBSCRIPTION:
+                raise HTTPException(
+                    400, "Subscriptions are served over WebSocket (graphql-transport-ws) at /graphql."
+                ) from None
+            raise HTTPException(405, "Only queries may be sent with GET; use POST.") from None
+        except MissingQueryError:
+            raise HTTPException(400, "No GraphQL query found in the request.") from None
+
     async def process_result(
         self, request: Request | WebSocket, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
-        """Serialize a result; requests that failed before execution answer 400."""
-        data: GraphQLHTTPResponse = {"data": result.data}
+        """Serialize a result; a request that was never executed carries no `data` key."""
+        body: GraphQLHTTPResponse = {}
         if result.errors:
-            data["errors"] = [err.formatted for err in result.errors]
+            errors = [_formatted(err, self.settings.production) for err in result.errors]
+            if result.data is not None or any(err.path for err in result.errors):
+                body["data"] = result.data
+            body["errors"] = errors
+        else:
+            body["data"] = result.data
         if result.extensions:
-            data["extensions"] = result.extensions
-        return data
+            body["extensions"] = result.extensions
+        return body
+
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        """The response under construction, remembering which media type the client accepts."""
+        sub_response = await super().get_sub_response(request)
+        sub_response.media_type = _media_type(request) if isinstance(request, Request) else None
+        return sub_response
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
-        """A JSON response; 400 when the request could not be executed at all."""
-        response = super().create_response(response_data, sub_response)
-        if (
-            isinstance(response_data, dict)
-            and response_data.get("data") is None
-            and response_data.get("errors")
-            and not sub_response.status_code
-        ):
-            response.status_code = 400
+        """The JSON response: 400 for a request that could not be executed, 500 for a crash."""
+        status = sub_response.status_code or 200
+        if isinstance(response_data, dict) and "data" not in response_data:
+            codes = {e.get("extensions", {}).get("code") for e in response_data.get("errors", ())}
+            status = 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+        response = Response(self.encode_json(response_data), status_code=status,
+                            media_type=sub_response.media_type or "application/json")
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
         return response
