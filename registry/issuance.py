@@ -1,4 +1,12 @@
-"""Issuing a scenario's accepted records as one lot credited to each resident, and tracing lots."""
+"""Issuing a scenario's accepted records as one lot credited to each resident.
+
+Which records an issuance took is fixed by periods, not by a per-record mark: an issuance takes
+every record with earned grams that occurred after the scenario's `issued_through` and up to its
+`periodEnd`, then moves `issued_through` to `periodEnd`; since records at or before
+`issued_through` are refused (OUT_OF_PERIOD), the records of an issuance are exactly those of its
+scenario in (previous periodEnd, periodEnd]. Marking a million records one by one would rewrite a
+million rows and all their index entries; moving the watermark is one row.
+"""
 
 from __future__ import annotations
 
@@ -34,10 +42,14 @@ class Issued:
     scenario_code: str
 
 
-def _unissued(scenario_id: int, period_end: datetime):  # noqa: ANN202 - a tortoise queryset
-    return ScenarioRecord.filter(
-        scenario_id=scenario_id, issuance_id=None, occurred_at__lte=period_end, earned_grams__gt=0
+def _unissued(scenario: Scenario, period_end: datetime):  # noqa: ANN202 - a tortoise queryset
+    """Records with earned grams in (issued_through, period_end]."""
+    query = ScenarioRecord.filter(
+        scenario_id=scenario.id, occurred_at__lte=period_end, earned_grams__gt=0
     )
+    if scenario.issued_through is not None:
+        query = query.filter(occurred_at__gt=scenario.issued_through)
+    return query
 
 
 def _check_period_end(period_end: datetime, now: datetime) -> datetime:
@@ -69,7 +81,7 @@ async def issue_scenario_reductions(
             raise InvalidState("Only a published scenario's records are issued.", "scenarioCode")
         methodology = await Methodology.get(id=scenario.methodology_id).using_db(conn)
         totals = await (
-            _unissued(scenario.id, period_end)
+            _unissued(scenario, period_end)
             .using_db(conn)
             .group_by("participant_id")
             .annotate(grams=Sum("earned_grams"), records=Count("id"))
@@ -111,7 +123,6 @@ async def issue_scenario_reductions(
         accounts = await holder_accounts(conn, (pid for pid, _, _ in totals), Asset.REDUCTION_GRAMS)
         credits = [(accounts[pid], int(grams)) for pid, grams, _ in totals]
         await issue_lot(conn, lot.id, credits, f"issuance:{issuance.id}", serial, now)
-        await _unissued(scenario.id, period_end).using_db(conn).update(issuance_id=issuance.id)
         await Scenario.filter(id=scenario.id).using_db(conn).update(issued_through=period_end)
         await claimed.complete({"issuance_id": issuance.id}, conn)
     log.info("issued %s: %d g to %d residents", serial, total_grams, len(totals))

@@ -1,0 +1,367 @@
+"""Benchmark: stream scenario records through `POST /ingest/...`, then issue them, on PostgreSQL.
+
+Creates a fresh database, migrates it, bulk-inserts authorized residents (setup, not measured),
+serves with `puhui serve --workers N`, streams the records over a few concurrent requests, runs
+one issuance through GraphQL, and prints records/s for both, the peak server RSS (summed over
+the server's processes, read from /proc), and - in the same run - the time of a plain COPY of
+the same rows into a bare table, with the ratio (ingest + issue) / COPY. Drops the database.
+
+    .venv/bin/python bench/ingest.py --records 50000 --residents 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("bench.ingest")
+SECRET = "bench-secret-for-the-ingest-benchmark-0123456789"
+ORG = "91310000MA1FL8XQ30"
+
+
+@dataclass
+class Figures:
+    """What one run measured."""
+
+    records: int
+    accepted: int
+    ingest_s: float
+    issued_records: int
+    issue_s: float
+    copy_s: float
+    peak_rss_mb: float
+    peak_total_rss_mb: float
+
+
+def parse_args() -> argparse.Namespace:
+    """Sizes and places from the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--residents", type=int, default=100_000)
+    parser.add_argument("--streams", type=int, default=2, help="concurrent ingest requests")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server URL (a database is created on it and dropped)")
+    parser.add_argument("--keep", action="store_true", help="keep the database for inspection")
+    return parser.parse_args()
+
+
+def _dsn(server: str, db: str) -> str:
+    return f"{server.rstrip('/').replace('postgres://', 'postgresql://', 1)}/{db}"
+
+
+def make_rows(records: int, residents: int, seed: int = 7) -> list[tuple[str, float, datetime, str]]:
+    """The records: (subject, quantity, occurredAt, externalRef), spread over the last 30 days."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    return [
+        (
+            f"bench-res-{rng.randrange(residents):07d}",
+            round(rng.uniform(0.5, 30.0), rng.choice((1, 2))),
+            now - timedelta(seconds=rng.randrange(30 * 86400)),
+            f"bench-{i:09d}",
+        )
+        for i in range(records)
+    ]
+
+
+def ndjson(rows: list[tuple[str, float, datetime, str]]) -> bytes:
+    """Rows as an NDJSON body."""
+    return b"".join(
+        orjson.dumps({"subject": s, "quantity": q, "occurredAt": t.isoformat(), "externalRef": r})
+        + b"\n"
+        for s, q, t, r in rows
+    )
+
+
+async def setup(dsn: str, residents: int) -> str:
+    """A published methodology and scenario, and `residents` authorized residents with accounts."""
+    code = f"BENCH-{uuid.uuid4().hex[:6].upper()}"
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(dsn)
+    try:
+        operator = await conn.fetchval(
+            "INSERT INTO participant (kind, org_code, display_name, created_at)"
+            " VALUES ('organisation', $1, 'Bench metro', $2) RETURNING id", ORG, now)
+        methodology = await conn.fetchval(
+            """INSERT INTO registry_methodology (code, name, kind, methodology_class, version,
+                 activity_unit, grams_per_unit, daily_cap_grams, status, submitted_by, created_at,
+                 published_at)
+               VALUES ('BENCH-METRO', 'Bench metro trips', 'SCENARIO', 'II', '1.0',
+                 'passenger-km', 47, 5000, 'PUBLISHED', 'bench', $1, $1) RETURNING id""", now)
+        await conn.execute(
+            """INSERT INTO registry_scenario (code, name, methodology_id, operator_participant_id,
+                 operator_org, no_double_counting_commitment, status, created_at, published_at)
+               VALUES ($1, 'Bench metro', $2, $3, $4, TRUE, 'PUBLISHED', $5, $5)""",
+            code, methodology, operator, ORG, now)
+        await conn.copy_records_to_table(
+            "participant",
+            columns=("kind", "subject", "display_name", "created_at"),
+            records=[("individual", f"bench-res-{i:07d}", f"Bench {i}", now) for i in range(residents)],
+        )
+        await conn.execute(
+            """INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)
+               SELECT a.asset, 'holder', p.id, 0, 0 FROM participant p
+               CROSS JOIN (VALUES ('REDUCTION_GRAMS'), ('POINTS')) AS a(asset)
+               WHERE p.kind = 'individual'""")
+        await conn.execute(
+            """INSERT INTO registry_scenario_authorization (participant_id, scenario_code, granted_at)
+               SELECT id, $1, $2 FROM participant WHERE kind = 'individual'""",
+            code, now - timedelta(days=60))
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+    return code
+
+
+async def plain_copy(dsn: str, rows: list[tuple[str, float, datetime, str]]) -> float:
+    """Seconds for a plain COPY of the same rows into a bare table."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE bench_bare (subject text, quantity double precision,"
+            " occurred_at timestamptz, external_ref text)")
+        started = time.perf_counter()
+        await conn.copy_records_to_table("bench_bare", records=rows)
+        return time.perf_counter() - started
+    finally:
+        await conn.execute("DROP TABLE IF EXISTS bench_bare")
+        await conn.close()
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+    return found
+
+
+class RssWatch:
+    """Samples the RSS of the server's worker processes (and of all its processes) every 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_workers_kb = 0
+        self.peak_total_kb = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        """Take one sample."""
+        workers = _children(self.pid)
+        worker_kb = sum(_rss_kb(p) for p in workers)
+        self.peak_workers_kb = max(self.peak_workers_kb, worker_kb)
+        self.peak_total_kb = max(self.peak_total_kb, worker_kb + _rss_kb(self.pid))
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        """Start sampling in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop sampling."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def start_server(env: dict[str, str], workers: int, port: int) -> subprocess.Popen[bytes]:
+    """`puhui serve` in its own process group."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "puhui"), "serve", "--workers", str(workers),
+         "--port", str(port)],
+        env=env, cwd=ROOT, start_new_session=True,
+    )
+
+
+async def wait_healthy(base: str, server: subprocess.Popen[bytes], within: float = 60) -> None:
+    """Wait until /healthz answers 200."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(base_url=base) as client:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError("the server exited at start")
+            try:
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.3)
+    raise RuntimeError("the server did not become healthy")
+
+
+async def ingest(base: str, code: str, token: str, bodies: list[bytes]) -> tuple[int, float]:
+    """Send the bodies concurrently; accepted records and seconds."""
+    headers = {"authorization": f"Bearer {token}", "content-type": "application/x-ndjson"}
+
+    async def send(client: httpx.AsyncClient, body: bytes) -> dict:
+        async def pieces():
+            for start in range(0, len(body), 1 << 16):
+                yield body[start : start + (1 << 16)]
+
+        response = await client.post(f"/ingest/scenarios/{code}/records", content=pieces(),
+                                     headers=headers)
+        response.raise_for_status()
+        return response.json()
+
+    async with httpx.AsyncClient(base_url=base, timeout=None) as client:
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(send(client, b) for b in bodies))
+        elapsed = time.perf_counter() - started
+    for answer in answers:
+        if answer["rejected"]:
+            log.warning("%d records rejected, first: %s", len(answer["rejected"]), answer["rejected"][0])
+    return sum(a["accepted"] for a in answers), elapsed
+
+
+ISSUE = """mutation($input: IssueScenarioReductionsInput!) {
+  issueScenarioReductions(input: $input) {
+    issuance { id serialPrefix totalGrams recipients periodEnd records }
+    userErrors { code message field }
+  }
+}"""
+
+
+async def issue(base: str, code: str, token: str) -> tuple[dict, float]:
+    """One issuance through GraphQL; its payload and seconds."""
+    variables = {"input": {"scenarioCode": code, "periodEnd": datetime.now(UTC).isoformat(),
+                           "idempotencyKey": f"bench-{uuid.uuid4().hex}"}}
+    async with httpx.AsyncClient(base_url=base, timeout=None) as client:
+        started = time.perf_counter()
+        response = await client.post("/graphql", json={"query": ISSUE, "variables": variables},
+                                     headers={"authorization": f"Bearer {token}"})
+        elapsed = time.perf_counter() - started
+    payload = response.json()["data"]["issueScenarioReductions"]
+    if payload["userErrors"]:
+        raise RuntimeError(f"issuance refused: {payload['userErrors']}")
+    return payload["issuance"], elapsed
+
+
+def ledger_verify(env: dict[str, str]) -> bool:
+    """`puhui ledger verify` on the bench database."""
+    done = subprocess.run([str(Path(sys.executable).parent / "puhui"), "ledger", "verify"],
+                          env=env, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        log.error("ledger verify failed: %s", done.stdout[-2000:])
+    return done.returncode == 0
+
+
+async def run(args: argparse.Namespace) -> Figures:
+    """The whole benchmark; the database is dropped at the end."""
+    db = f"puhui_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_dsn(args.server, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    await admin.close()
+    env = {**os.environ, "PUHUI_DATABASE_URL": f"{args.server.rstrip('/')}/{db}",
+           "PUHUI_ENV": "development", "PUHUI_JWT_SECRET": SECRET, "PUHUI_LOG_LEVEL": "WARNING"}
+    env.pop("PUHUI_REDIS_URL", None)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        await asyncio.to_thread(
+            subprocess.run, [str(Path(sys.executable).parent / "puhui"), "migrate"], env=env,
+            cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        dsn = _dsn(args.server, db)
+        log.info("setting up %d residents", args.residents)
+        code = await setup(dsn, args.residents)
+        rows = make_rows(args.records, args.residents)
+        share = -(-len(rows) // args.streams)
+        bodies = [ndjson(rows[i : i + share]) for i in range(0, len(rows), share)]
+
+        os.environ.update({k: env[k] for k in ("PUHUI_ENV", "PUHUI_JWT_SECRET")})
+        from app.auth import issue_token
+        from app.settings import get_settings
+
+        get_settings.cache_clear()
+        operator = issue_token("bench-operator", ["scenario_operator"], org=ORG)
+        center = issue_token("bench-center", ["center"])
+
+        server = start_server(env, args.workers, args.port)
+        base = f"http://127.0.0.1:{args.port}"
+        await wait_healthy(base, server)
+        log.info("plain COPY of %d rows", len(rows))
+        copy_s = await plain_copy(dsn, rows)
+        del rows
+
+        watch = RssWatch(server.pid)
+        watch.start()
+        log.info("streaming %d records in %d requests", args.records, len(bodies))
+        accepted, ingest_s = await ingest(base, code, operator, bodies)
+        log.info("issuing")
+        issuance, issue_s = await issue(base, code, center)
+        watch.sample()
+        await watch.stop()
+        if not await asyncio.to_thread(ledger_verify, env):
+            raise RuntimeError("ledger verify failed after the benchmark")
+        return Figures(args.records, accepted, ingest_s, issuance["records"], issue_s, copy_s,
+                       watch.peak_workers_kb / 1024, watch.peak_total_kb / 1024)
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        if not args.keep:
+            admin = await asyncpg.connect(_dsn(args.server, "postgres"))
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await admin.close()
+
+
+def report(f: Figures) -> str:
+    """The figures as printed lines."""
+    ratio = (f.ingest_s + f.issue_s) / f.copy_s if f.copy_s else float("nan")
+    return "\n".join([
+        f"records sent          {f.records:>12,}   accepted {f.accepted:,}",
+        f"ingest                {f.ingest_s:>12.2f} s  {f.records / f.ingest_s:>12,.0f} records/s",
+        f"issuance              {f.issue_s:>12.2f} s  {f.issued_records / f.issue_s:>12,.0f} records/s",
+        f"plain COPY            {f.copy_s:>12.2f} s  {f.records / f.copy_s:>12,.0f} rows/s",
+        f"(ingest + issue)/COPY {ratio:>12.2f}   (target <= 4)",
+        f"peak server RSS       {f.peak_rss_mb:>12.0f} MB (workers; {f.peak_total_rss_mb:.0f} MB with "
+        "the supervisor; target < 500)",
+    ])
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    figures = asyncio.run(run(parse_args()))
+    sys.stdout.write(report(figures) + "\n")
+
+
+if __name__ == "__main__":
+    main()
