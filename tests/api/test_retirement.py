@@ -1,0 +1,125 @@
+"""Retirement through Art. 17 channels: certificates, lots drawn, class I for ETS, public lookup."""
+
+from __future__ import annotations
+
+from app.auth import Principal
+from app.ledger.accounts import SystemAccount
+from app.ledger.verify import verify
+from app.participants import organisation_id, resident_id
+from registry.models import Retirement
+from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
+from tests.ledger_support import issue_grams
+from tests.mall_support import grams_of, system_balance
+
+LOOKUP = """query($number: String!) { retirementCertificate(number: $number) {
+  certificateNumber grams channel holderName beneficiary reference createdAt
+  lots { serialPrefix methodologyClass vintage grams } } }"""
+WITH_LOTS = """mutation($input: RetireReductionsInput!) { retireReductions(input: $input) {
+  retirement { id grams channel beneficiary reference certificateNumber createdAt
+               lots { serialPrefix methodologyClass grams } }
+  userErrors { code message field } } }"""
+
+
+def _codes(payload: dict) -> list[str]:
+    return [e["code"] for e in payload["userErrors"]]
+
+
+async def _resident(grams: int = 0, klass: str = "II") -> tuple[str, int]:
+    subject = unique("res")
+    participant_id = await resident_id(Principal(subject, frozenset({"resident"}), name="张三丰"))
+    if grams:
+        await issue_grams(participant_id, grams, klass)
+    return token(subject, name="张三丰"), participant_id
+
+
+async def retire(client, auth: str, grams: int, channel: str, key: str | None = None, **extra) -> dict:
+    body = await gql(client, WITH_LOTS, {"input": {
+        "grams": str(grams), "channel": channel, "idempotencyKey": key or unique("k"), **extra}}, auth)
+    return data(body)["retireReductions"]
+
+
+async def test_resident_retires_and_anyone_finds_the_certificate_masked(client):
+    auth, participant_id = await _resident(1000)
+    retired_before = await system_balance(SystemAccount.GRAMS_RETIRED)
+    body = await op(client, "RetireReductions", {"input": {
+        "grams": "400", "channel": "PUBLIC_DONATION", "beneficiary": "张三丰",
+        "idempotencyKey": unique("k")}}, auth)
+    payload = data(body)["retireReductions"]
+    assert payload["userErrors"] == []
+    retirement = payload["retirement"]
+    assert (retirement["grams"], retirement["channel"], retirement["beneficiary"]) == (
+        "400", "PUBLIC_DONATION", "张三丰")
+    number = retirement["certificateNumber"]
+    assert number.startswith("CR-")
+    assert await grams_of(participant_id) == 600
+    assert await system_balance(SystemAccount.GRAMS_RETIRED) == retired_before + 400
+
+    public = data(await gql(client, LOOKUP, {"number": number.lower()}))["retirementCertificate"]
+    assert public["grams"] == "400" and public["beneficiary"] == "张**"
+    assert "三丰" not in public["holderName"]
+    assert [lot["grams"] for lot in public["lots"]] == ["400"]
+    assert data(await gql(client, LOOKUP, {"number": "CR-2026-NOSUCHNUMBR"}))["retirementCertificate"] is None
+    assert (await verify()).ok
+
+
+async def test_lots_drawn_oldest_first_are_on_the_certificate(client):
+    auth, participant_id = await _resident()
+    await issue_grams(participant_id, 300)
+    await issue_grams(participant_id, 500)
+    payload = await retire(client, auth, 600, "VOLUNTARY_CANCELLATION")
+    lots = payload["retirement"]["lots"]
+    assert [lot["grams"] for lot in lots] == ["300", "300"]
+    row = await Retirement.get(certificate_number=payload["retirement"]["certificateNumber"])
+    assert row.grams == 600 and row.channel == "VOLUNTARY_CANCELLATION"
+
+
+async def test_eco_damage_compensation_needs_the_document_number(client):
+    auth, participant_id = await _resident(100)
+    refused = await retire(client, auth, 50, "ECO_DAMAGE_COMPENSATION")
+    assert [(e["code"], e["field"]) for e in refused["userErrors"]] == [("INVALID_INPUT", "reference")]
+    assert await grams_of(participant_id) == 100
+    done = await retire(client, auth, 50, "ECO_DAMAGE_COMPENSATION", reference="(2026)沪0115民初123号")
+    assert done["retirement"]["reference"] == "(2026)沪0115民初123号"
+
+
+async def test_ets_compliance_draws_on_class_i_only(client):
+    auth, participant_id = await _resident(500, "II")
+    refused = await retire(client, auth, 100, "ETS_COMPLIANCE")
+    assert _codes(refused) == ["NOT_ELIGIBLE"]
+    assert await grams_of(participant_id) == 500
+    await issue_grams(participant_id, 200, "I")
+    done = await retire(client, auth, 150, "ETS_COMPLIANCE")
+    assert [lot["methodologyClass"] for lot in done["retirement"]["lots"]] == ["I"]
+    assert await grams_of(participant_id) == 550
+    assert _codes(await retire(client, auth, 51, "ETS_COMPLIANCE")) == ["NOT_ELIGIBLE"]
+
+
+async def test_shortfall_idempotency_and_who_may_retire(client):
+    auth, participant_id = await _resident(100)
+    assert _codes(await retire(client, auth, 101, "EVENT_NEUTRALITY")) == ["INSUFFICIENT_REDUCTIONS"]
+    assert _codes(await retire(client, auth, 0, "EVENT_NEUTRALITY")) == ["INVALID_INPUT"]
+    key = unique("k")
+    first = await retire(client, auth, 40, "EVENT_NEUTRALITY", key, beneficiary="马拉松")
+    again = await retire(client, auth, 40, "EVENT_NEUTRALITY", key, beneficiary="马拉松")
+    assert again["retirement"]["certificateNumber"] == first["retirement"]["certificateNumber"]
+    assert await grams_of(participant_id) == 60
+    assert _codes(await retire(client, auth, 41, "EVENT_NEUTRALITY", key)) == ["IDEMPOTENCY_CONFLICT"]
+    body = await gql(client, WITH_LOTS, {"input": {
+        "grams": "1", "channel": "EVENT_NEUTRALITY", "idempotencyKey": "k"}}, token(roles="center"))
+    assert error_codes(body) == ["FORBIDDEN"]
+    body = await gql(client, WITH_LOTS, {"input": {
+        "grams": "1", "channel": "EVENT_NEUTRALITY", "idempotencyKey": "k"}})
+    assert error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_an_organisation_retires_and_is_shown_by_name(client):
+    code = credit_code()
+    holder = await organisation_id(code, "上海某建设集团")
+    await issue_grams(holder, 1000, "I")
+    auth = token(unique("dev"), "project_developer", org=code)
+    done = await retire(client, auth, 1000, "ETS_COMPLIANCE", beneficiary="上海某建设集团")
+    assert done["userErrors"] == []
+    public = data(await gql(client, LOOKUP, {"number": done["retirement"]["certificateNumber"]}))
+    certificate = public["retirementCertificate"]
+    assert certificate["holderName"] == "上海某建设集团" and certificate["beneficiary"] == "上海某建设集团"
+    assert await grams_of(holder) == 0
