@@ -36,11 +36,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn."""
     import uvicorn
 
+    from app.preflight import PreflightError, check_database
+
     settings = get_settings()
     workers = args.workers
     if settings.is_sqlite and workers != 1:
         log.warning("SQLite serves with one worker; ignoring --workers %d", workers)
         workers = 1
+    try:
+        asyncio.run(check_database(settings))
+    except PreflightError as exc:
+        _fail(str(exc), code=1)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
