@@ -55,15 +55,18 @@ cls AS MATERIALIZED (
                 ELSE COALESCE(own_code, 'ACCEPTED') END AS status
     FROM own
 ),
+acc AS MATERIALIZED (
+    SELECT cls.*, (SELECT u.grams FROM registry_daily_usage u
+                    WHERE u.scenario_id = $1 AND u.participant_id = cls.pid
+                      AND u.day = cls.day) AS used
+    FROM cls WHERE status = 'ACCEPTED'
+),
 ok AS MATERIALIZED (
-    SELECT c.*, c.used IS NOT NULL AS known,
-           COALESCE(c.used, 0)
-             + SUM(c.grams) OVER (PARTITION BY c.pid, c.day ORDER BY c.idx ROWS UNBOUNDED PRECEDING)
-             - c.grams AS spent
-    FROM (SELECT cls.*, (SELECT u.grams FROM registry_daily_usage u
-                          WHERE u.scenario_id = $1 AND u.participant_id = cls.pid
-                            AND u.day = cls.day) AS used
-          FROM cls WHERE status = 'ACCEPTED') c
+    SELECT acc.*, used IS NOT NULL AS known,
+           COALESCE(used, 0)
+             + SUM(grams) OVER (PARTITION BY pid, day ORDER BY idx ROWS UNBOUNDED PRECEDING)
+             - grams AS spent
+    FROM acc
 ),
 earned AS MATERIALIZED (
     SELECT ok.*, CASE WHEN $6::bigint IS NULL THEN grams
