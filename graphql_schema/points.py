@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from datetime import datetime
 
@@ -446,8 +445,8 @@ class Subscription:
         description="The caller's own account: first as it is, then after every change.",
     )
     async def account_changed(self, info: Info) -> AsyncGenerator[CarbonAccount, None]:
-        """Yield the resident's account now and whenever it changes (changes close together
-        are delivered as one)."""
+        """Yield the resident's account once listening, then after each change (notices that
+        arrive while an update is being read are folded into it)."""
         participant_id = await info.context.resident_id()
         async with get_store().listen(account_channel(participant_id)) as notices:
             yield await load_account(participant_id)
@@ -455,4 +454,3 @@ class Subscription:
                 await notices.next()
                 notices.drain()
                 yield await load_account(participant_id)
-                await asyncio.sleep(0)

@@ -94,6 +94,10 @@ async def test_refusals_are_user_errors_and_move_nothing(client):
         assert payload["conversion"] is None and payload["account"] is None
         assert [e["code"] for e in payload["userErrors"]] == [code], grams
         assert payload["userErrors"][0]["field"] in ("grams", None)
+    bad_key = data(await op(client, "ConvertReductions",
+                            {"input": {"grams": "50", "idempotencyKey": " "}}, auth))
+    assert [(e["code"], e["field"]) for e in bad_key["convertReductions"]["userErrors"]] == [
+        ("INVALID_INPUT", "idempotencyKey")]
     account = await my_account(client, auth)
     assert (account["reductionGrams"], account["points"]) == ("100", "0")
     assert not await Conversion.filter(participant_id=pid).exists()
