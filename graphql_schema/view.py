@@ -133,6 +133,13 @@ class PuhuiGraphQL(GraphQL):
         """GraphiQL for browsers, only where it is enabled (never in production)."""
         return self.graphql_ide is not None and super().should_render_graphql_ide(request)
 
+    def parse_json(self, data: str | bytes) -> Any:
+        """A request's JSON (body, or GET variables): an object, else 400 (strawberry would crash)."""
+        value = super().parse_json(data)
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "Expected a JSON object.")
+        return value
+
     def decode_json(self, data: str | bytes) -> object:
         """Parse JSON with orjson (its errors are json.JSONDecodeError, so they answer 400)."""
         return orjson.loads(data)

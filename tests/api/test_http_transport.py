@@ -1,0 +1,237 @@
+"""GraphQL over HTTP: methods, media types, status codes, coded errors, and limits.
+
+Every error a client can receive carries `extensions.code`; a request that cannot be executed
+answers 4xx without a `data` key; nothing ever answers 500 or shows a stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from tests.helpers import contract_operations, data, error_codes, token, unique
+
+ME = "query Me { me { id account { reductionGrams points } } }"
+ENTRIES = "query E($first: Int!, $after: String) { me { account { entries(first: $first, after: $after) { pageInfo { hasNextPage } } } } }"  # noqa: E501
+SUBMIT = contract_operations()["SubmitMethodology"]
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+
+
+def _methodology_input() -> dict[str, Any]:
+    return {"code": unique("HTTP-"), "name": "HTTP transport methodology", "kind": "PROJECT",
+            "methodologyClass": "II", "version": "1.0"}
+
+
+def _assert_coded(response: httpx.Response) -> dict[str, Any]:
+    """The body of a response that must be a JSON GraphQL error, each error coded, no internals."""
+    assert response.status_code < 500, response.text
+    assert "Traceback" not in response.text and 'File "' not in response.text
+    body = response.json()
+    assert body["errors"], body
+    for error in body["errors"]:
+        assert isinstance(error["message"], str) and error["message"]
+        assert error.get("extensions", {}).get("code"), error
+    return body
+
+
+async def test_query_over_post_and_get_answers_the_same(client):
+    auth = {"authorization": f"Bearer {token(unique('http'))}"}
+    posted = await client.post("/graphql", json={"query": ME}, headers=auth)
+    got = await client.get("/graphql", params={"query": ME}, headers=auth)
+    assert posted.status_code == got.status_code == 200
+    assert posted.headers["content-type"].startswith("application/json")
+    assert data(posted.json()) == data(got.json())
+
+
+async def test_get_with_variables_and_operation_name(client):
+    auth = {"authorization": f"Bearer {token(unique('http'))}"}
+    response = await client.get("/graphql", headers=auth, params={
+        "query": ENTRIES, "variables": json.dumps({"first": 5}), "operationName": "E"})
+    assert response.status_code == 200
+    assert data(response.json())["me"]["account"]["entries"]["pageInfo"] == {"hasNextPage": False}
+
+
+async def test_a_mutation_over_get_is_405_and_changes_nothing(client):
+    auth = {"authorization": f"Bearer {token(roles='center')}"}
+    values = _methodology_input()
+    response = await client.get("/graphql", headers=auth, params={
+        "query": SUBMIT, "variables": json.dumps({"input": values})})
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert error_codes(_assert_coded(response)) == ["METHOD_NOT_ALLOWED"]
+    assert "data" not in response.json()
+    # The same input over POST is accepted: the GET created nothing (no DUPLICATE code).
+    posted = await client.post("/graphql", headers=auth,
+                               json={"query": SUBMIT, "variables": {"input": values}})
+    payload = data(posted.json())["submitMethodology"]
+    assert payload["userErrors"] == []
+    assert payload["methodology"]["code"] == values["code"]
+
+
+async def test_subscriptions_are_not_served_over_plain_http(client):
+    auth = {"authorization": f"Bearer {token()}"}
+    query = "subscription { accountChanged { points } }"
+    for response in (await client.post("/graphql", json={"query": query}, headers=auth),
+                     await client.get("/graphql", params={"query": query}, headers=auth)):
+        assert response.status_code == 400
+        assert error_codes(_assert_coded(response)) == ["BAD_REQUEST"]
+
+
+async def test_other_methods_are_405_with_a_coded_error(client):
+    for method in ("PUT", "DELETE", "PATCH"):
+        response = await client.request(method, "/graphql", json={"query": ME})
+        assert response.status_code == 405
+        assert response.headers["allow"] == "GET, POST"
+        assert error_codes(_assert_coded(response)) == ["METHOD_NOT_ALLOWED"]
+
+
+async def test_malformed_requests_answer_400_with_a_code(client):
+    json_type = {"content-type": "application/json"}
+    cases = [
+        ("broken JSON", {"content": b'{"query": ', "headers": json_type}),
+        ("deeply nested JSON", {"content": b"[" * 100_000 + b"]" * 100_000, "headers": json_type}),
+        ("not UTF-8", {"content": b'{"query": "\xff\xfe"}', "headers": json_type}),
+        ("a JSON list (batching is off)", {"json": [{"query": ME}]}),
+        ("a JSON string", {"json": "query { me { id } }"}),
+        ("query is a number", {"json": {"query": 5}}),
+        ("no query", {"json": {"variables": {}}}),
+        ("variables is a string", {"json": {"query": ME, "variables": "{}"}}),
+        ("variables is a list", {"json": {"query": ME, "variables": [1]}}),
+        ("extensions is a string", {"json": {"query": ME, "extensions": "x"}}),
+        ("unknown operation name", {"json": {"query": ME, "operationName": "Other"}}),
+        ("syntax error", {"json": {"query": "query { me { id }"}}),
+        ("unknown field", {"json": {"query": "query { me { nope } }"}}),
+        ("missing variable", {"json": {"query": ENTRIES}}),
+        ("variable of the wrong type", {"json": {"query": ENTRIES, "variables": {"first": "ten"}}}),
+        ("Int out of range", {"json": {"query": ENTRIES, "variables": {"first": 2**40}}}),
+        ("bad BigInt", {"json": {"query": SUBMIT, "variables": {"input": {
+            **_methodology_input(), "gramsPerUnit": "12x"}}}}),
+        ("BigInt beyond 64 bits", {"json": {"query": SUBMIT, "variables": {"input": {
+            **_methodology_input(), "gramsPerUnit": str(2**70)}}}}),
+        ("unknown enum value", {"json": {"query": SUBMIT, "variables": {"input": {
+            **_methodology_input(), "kind": "NOPE"}}}}),
+    ]
+    auth = {"authorization": f"Bearer {token(roles='center')}"}
+    for label, request in cases:
+        headers = {**auth, **request.pop("headers", {})}
+        response = await client.post("/graphql", headers=headers, **request)
+        assert response.status_code == 400, (label, response.status_code, response.text)
+        body = _assert_coded(response)
+        assert "data" not in body, label
+
+
+async def test_unsupported_content_types_answer_4xx(client):
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        response = await client.post("/graphql", content=json.dumps({"query": ME}).encode(),
+                                     headers={"content-type": content_type})
+        assert 400 <= response.status_code < 500, content_type
+        _assert_coded(response)
+
+
+async def test_an_oversized_body_is_413(client):
+    padding = " " * (3 * 1024 * 1024)
+    response = await client.post("/graphql", json={"query": ME + padding})
+    assert response.status_code == 413
+    assert error_codes(_assert_coded(response)) == ["PAYLOAD_TOO_LARGE"]
+
+
+async def test_an_oversized_chunked_body_is_413(client):
+    async def chunks():
+        yield b'{"query": "'
+        for _ in range(40):
+            yield b" " * 65536
+        yield b'"}'
+
+    response = await client.post("/graphql", content=chunks(),
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    _assert_coded(response)
+
+
+async def test_query_limits_answer_400(client):
+    auth = {"authorization": f"Bearer {token()}"}
+    aliases = " ".join(f"a{i}: me {{ id }}" for i in range(40))
+    deep = "query { __schema { types { " + "fields { type { " * 6 + "name" + " } }" * 6 + " } } }"
+    many_tokens = "query { " + "me { id } " * 2000 + "}"
+    for query in (f"query {{ {aliases} }}", deep, many_tokens):
+        response = await client.post("/graphql", json={"query": query}, headers=auth)
+        assert response.status_code == 400, query[:80]
+        body = _assert_coded(response)
+        assert "data" not in body
+
+
+async def test_bad_ids_and_cursors_are_typed_errors(client):
+    auth = {"authorization": f"Bearer {token()}"}
+    for cursor in ("zz", "Y3Vyc29y", "", "%%%", "a" * 500):
+        response = await client.post("/graphql", headers=auth, json={
+            "query": ENTRIES, "variables": {"first": 5, "after": cursor}})
+        assert response.status_code == 200
+        assert error_codes(_assert_coded(response)) == ["INVALID_INPUT"], cursor
+    response = await client.post("/graphql", headers=auth, json={
+        "query": ENTRIES, "variables": {"first": 0}})
+    assert error_codes(_assert_coded(response)) == ["INVALID_INPUT"]
+    staff = {"authorization": f"Bearer {token(roles='center')}"}
+    assess = contract_operations()["AssessMethodology"]
+    for bad in ("garbage", "TGVkZ2VyRW50cnk6MQ", "", "TWV0aG9kb2xvZ3k6LTE"):
+        response = await client.post("/graphql", headers=staff, json={
+            "query": assess, "variables": {"input": {"id": bad, "approve": True}}})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        codes = error_codes(body) or [
+            e["code"] for e in (body["data"]["assessMethodology"] or {}).get("userErrors", [])]
+        assert codes and set(codes) <= {"INVALID_INPUT", "NOT_FOUND"}, (bad, body)
+
+
+async def test_execution_errors_keep_data_and_answer_200(client):
+    response = await client.post("/graphql", json={"query": ME})
+    assert response.status_code == 200
+    body = _assert_coded(response)
+    assert "data" in body and body["data"] is None
+    assert error_codes(body) == ["UNAUTHENTICATED"]
+
+
+async def test_graphql_response_json_is_served_when_accepted(client):
+    accept = {"accept": f"{GRAPHQL_RESPONSE}, application/json;q=0.9"}
+    ok = await client.post("/graphql", json={"query": ME}, headers={
+        **accept, "authorization": f"Bearer {token()}"})
+    assert ok.status_code == 200
+    assert ok.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+    invalid = await client.post("/graphql", json={"query": "{ nope }"}, headers=accept)
+    assert invalid.status_code == 400
+    assert invalid.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+    assert "data" not in _assert_coded(invalid)
+    broken = await client.post("/graphql", content=b"{", headers={
+        **accept, "content-type": "application/json"})
+    assert broken.status_code == 400
+    assert broken.headers["content-type"].startswith(GRAPHQL_RESPONSE)
+
+
+async def test_graphiql_and_introspection_outside_production(client):
+    page = await client.get("/graphql", headers={"accept": "text/html"})
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "graphiql" in page.text.lower()
+    response = await client.post("/graphql", json={"query": "{ __schema { queryType { name } } }"})
+    assert data(response.json()) == {"__schema": {"queryType": {"name": "Query"}}}
+
+
+async def test_bad_authorization_headers_are_unauthenticated_not_500(client):
+    for header in ("Bearer", "Bearer ", "Basic abc", "bearer x.y.z", "Bearer a b c",
+                   "Bearer " + "A" * 5000, "Bearer \u00e9\u00e9"):
+        response = await client.post("/graphql", json={"query": ME},
+                                     headers={"authorization": header.encode("utf-8")})
+        assert response.status_code == 200, header
+        assert error_codes(_assert_coded(response)) == ["UNAUTHENTICATED"], header
+    # An anonymous query of a public field is not blocked by a bad header it does not need.
+    response = await client.post("/graphql", json={"query": "{ __typename }"},
+                                 headers={"authorization": "Bearer nope"})
+    assert data(response.json()) == {"__typename": "Query"}
+
+
+async def test_healthz_reports_the_database(client):
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.headers["cache-control"] == "no-store"
