@@ -1,0 +1,121 @@
+"""Settings: good values load, bad ones raise SettingsError with a one-line reason."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from app.settings import DEV_SECRET, SettingsError, load_settings
+
+SECRET = "s" * 40
+
+
+def _pem(key: object) -> str:
+    return key.public_key().public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+RSA_PEM = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+EC_PEM = _pem(ec.generate_private_key(ec.SECP256R1()))
+
+
+def test_defaults_are_a_development_sqlite_service():
+    settings = load_settings({})
+    assert settings.env == "development"
+    assert settings.is_sqlite and settings.database_url == "sqlite://var/puhui.sqlite3"
+    assert settings.redis_url is None
+    assert settings.jwt_secret == DEV_SECRET
+    assert settings.jwt_algorithms == ["HS256"]
+    assert not settings.production
+
+
+def test_postgresql_urls_are_normalised():
+    settings = load_settings({"PUHUI_DATABASE_URL": "postgresql://app@db.internal:5432/puhui"})
+    assert settings.database_url == "postgres://app@db.internal:5432/puhui"
+    assert not settings.is_sqlite
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"PUHUI_ENV": "prod"}, "PUHUI_ENV"),
+        ({"PUHUI_DATABASE_URL": "mysql://u@h/db"}, "PUHUI_DATABASE_URL"),
+        ({"PUHUI_DATABASE_URL": "postgres.example.com"}, "PUHUI_DATABASE_URL"),
+        ({"PUHUI_DATABASE_URL": "postgres://u@h:99999/db"}, "port"),
+        ({"PUHUI_DATABASE_URL": "postgres://u@h:port/db"}, "port"),
+        ({"PUHUI_DATABASE_URL": "postgres://u@h:5432/"}, "database"),
+        ({"PUHUI_DATABASE_URL": "postgres:///db"}, "host"),
+        ({"PUHUI_DATABASE_URL": "sqlite://"}, "path"),
+        ({"PUHUI_REDIS_URL": "localhost:6379"}, "PUHUI_REDIS_URL"),
+        ({"PUHUI_JWT_SECRET": "too-short"}, "at least 32"),
+        ({"PUHUI_ENV": "production"}, "PUHUI_JWT_PUBLIC_KEY or PUHUI_JWT_JWKS_URL"),
+        ({"PUHUI_ENV": "production", "PUHUI_JWT_SECRET": SECRET}, "PUHUI_JWT_PUBLIC_KEY"),
+        ({"PUHUI_JWT_PUBLIC_KEY": "not a key"}, "PEM"),
+        ({"PUHUI_JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"},
+         "PEM"),
+        ({"PUHUI_JWT_JWKS_URL": "ftp://idp/jwks"}, "http"),
+        ({"PUHUI_JWT_PUBLIC_KEY": RSA_PEM, "PUHUI_JWT_JWKS_URL": "https://idp/jwks"}, "not both"),
+        ({"PUHUI_DB_POOL_SIZE": "many"}, "whole number"),
+        ({"PUHUI_DB_POOL_SIZE": "0"}, "between"),
+        ({"PUHUI_LOG_LEVEL": "LOUD"}, "PUHUI_LOG_LEVEL"),
+        ({"PUHUI_CORS_ORIGINS": "example.com"}, "PUHUI_CORS_ORIGINS"),
+    ],
+)
+def test_bad_values_raise_a_one_line_reason(env, fragment):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    message = str(caught.value)
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_a_database_password_never_appears_in_a_reason():
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"PUHUI_DATABASE_URL": "postgres://app:hunter2-secret@h:bad/db"})
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_weak_rsa_key_is_refused():
+    weak = _pem(rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    with pytest.raises(SettingsError, match="2048"):
+        load_settings({"PUHUI_JWT_PUBLIC_KEY": weak})
+
+
+def test_an_ec_key_on_another_curve_is_refused():
+    other = _pem(ec.generate_private_key(ec.SECP384R1()))
+    with pytest.raises(SettingsError, match="P-256"):
+        load_settings({"PUHUI_JWT_PUBLIC_KEY": other})
+
+
+def test_production_with_a_public_key_pins_its_algorithm_and_drops_the_secret():
+    rsa_settings = load_settings({"PUHUI_ENV": "production", "PUHUI_JWT_PUBLIC_KEY": RSA_PEM,
+                                  "PUHUI_JWT_SECRET": SECRET})
+    assert rsa_settings.production
+    assert rsa_settings.jwt_secret is None
+    assert rsa_settings.jwt_algorithms == ["RS256"]
+    ec_settings = load_settings({"PUHUI_ENV": "production", "PUHUI_JWT_PUBLIC_KEY": EC_PEM})
+    assert ec_settings.jwt_algorithms == ["ES256"]
+
+
+def test_a_public_key_may_be_given_with_escaped_newlines_or_as_a_file(tmp_path):
+    escaped = RSA_PEM.strip().replace("\n", "\\n")
+    assert load_settings({"PUHUI_JWT_PUBLIC_KEY": escaped}).jwt_public_key == RSA_PEM
+    path = tmp_path / "idp.pem"
+    path.write_text(EC_PEM)
+    settings = load_settings({"PUHUI_JWT_PUBLIC_KEY": str(path)})
+    assert settings.jwt_public_key == EC_PEM
+    assert settings.jwt_algorithms == ["ES256"]
+
+
+def test_jwks_allows_rs256_and_es256_only():
+    settings = load_settings({"PUHUI_ENV": "production",
+                              "PUHUI_JWT_JWKS_URL": "https://idp.example/jwks.json"})
+    assert settings.jwt_algorithms == ["RS256", "ES256"]
+    assert settings.jwt_secret is None
+
+
+def test_cors_origins_are_a_comma_separated_list():
+    settings = load_settings({"PUHUI_CORS_ORIGINS": "https://ops.example/, http://localhost:3000"})
+    assert settings.cors_origins == ("https://ops.example", "http://localhost:3000")
