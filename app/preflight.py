@@ -24,8 +24,8 @@ def _reason(exc: BaseException) -> str:
 
 async def check_database(settings: Settings) -> None:
     """Raise PreflightError unless the database answers and has every migration applied."""
-    config = tortoise_config(settings)
     try:
+        config = tortoise_config(settings)
         async with TortoiseContext() as context:
             await asyncio.wait_for(context.init(config=config), CONNECT_TIMEOUT_SECONDS)
             connection = context.db("default")

@@ -1,0 +1,138 @@
+"""The `puhui` command as deployments use it: serve (workers, health), token, schema, bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from graphql_schema.schema import schema
+from tests.helpers import data, error_codes, gql, token, unique
+from tests.serve_support import (
+    cli_env,
+    free_port,
+    on_postgres,
+    run_cli,
+    scratch_database,
+    serving,
+)
+
+pytestmark = pytest.mark.usefixtures("database")
+ME = "query { me { id account { reductionGrams points } } }"
+PUBLIC_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+).decode()
+
+
+def _one_line_failure(done) -> str:
+    assert done.code != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("puhui: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"PUHUI_DATABASE_URL": "mysql://root@127.0.0.1/puhui"}, "PUHUI_DATABASE_URL"),
+        ({"PUHUI_DATABASE_URL": "postgres://postgres@127.0.0.1:notaport/x"}, "port"),
+        ({"PUHUI_ENV": "staging"}, "PUHUI_ENV"),
+        ({"PUHUI_ENV": "production", "PUHUI_JWT_PUBLIC_KEY": None, "PUHUI_JWT_JWKS_URL": None},
+         "PUHUI_JWT_PUBLIC_KEY"),
+        ({"PUHUI_JWT_SECRET": "short-secret"}, "PUHUI_JWT_SECRET"),
+        ({"PUHUI_JWT_PUBLIC_KEY": "/nonexistent/idp.pem"}, "PUHUI_JWT_PUBLIC_KEY"),
+        ({"PUHUI_REDIS_URL": "127.0.0.1:6379"}, "PUHUI_REDIS_URL"),
+    ],
+)
+async def test_bad_settings_stop_serve_with_one_line(overrides, fragment):
+    done = await run_cli("serve", "--port", str(free_port()), env=cli_env(**overrides))
+    assert fragment in _one_line_failure(done)
+
+
+async def test_an_unreachable_database_stops_serve_with_one_line():
+    url = (f"postgres://postgres@127.0.0.1:{free_port()}/nowhere" if on_postgres()
+           else "sqlite:///proc/no-such-dir/puhui.sqlite3")
+    done = await run_cli("serve", "--port", str(free_port()), env=cli_env(PUHUI_DATABASE_URL=url))
+    assert "database" in _one_line_failure(done)
+    assert done.code == 1
+
+
+async def test_an_unmigrated_database_stops_serve_with_one_line():
+    async with scratch_database(migrated=False) as url:
+        done = await run_cli("serve", "--port", str(free_port()),
+                             env=cli_env(PUHUI_DATABASE_URL=url))
+    assert "puhui migrate" in _one_line_failure(done)
+
+
+async def test_token_is_refused_in_production():
+    env = cli_env(PUHUI_ENV="production", PUHUI_JWT_PUBLIC_KEY=PUBLIC_KEY)
+    done = await run_cli("token", "--sub", "ops", "--role", "center", env=env)
+    assert "production" in _one_line_failure(done)
+    assert done.stdout == ""
+
+
+async def test_token_prints_a_working_development_token(client):
+    subject = unique("cli-")
+    done = await run_cli("token", "--sub", subject, "--role", "resident")
+    assert done.code == 0, done.stderr
+    jwt_text = done.stdout.strip()
+    assert data(await gql(client, ME, auth=jwt_text))["me"]["account"]["points"] == "0"
+    refused = await run_cli("token", "--sub", "x", "--role", "emperor")
+    assert "unknown role" in _one_line_failure(refused)
+    no_org = await run_cli("token", "--sub", "x", "--role", "merchant")
+    assert "--org" in _one_line_failure(no_org)
+
+
+async def test_schema_prints_the_schema_the_service_serves():
+    done = await run_cli("schema")
+    assert done.code == 0, done.stderr
+    assert done.stdout.strip() == schema.as_str().strip()
+
+
+async def test_serve_with_two_workers_answers_health_and_graphql():
+    async with serving(workers=2) as server:
+        if on_postgres():
+            assert len(server.worker_pids()) == 2
+        else:
+            assert server.worker_pids() == []
+            assert "SQLite serves with one worker" in server.log()
+        async with httpx.AsyncClient(base_url=server.base) as http:
+            health = await http.get("/healthz")
+            assert health.status_code == 200
+            expected = {"status": "ok", "database": "ok"}
+            if os.environ.get("PUHUI_REDIS_URL"):
+                expected["redis"] = "ok"
+            assert health.json() == expected
+
+            subjects = [unique("served-") for _ in range(16)]
+            responses = await asyncio.gather(*[
+                http.post("/graphql", json={"query": ME},
+                          headers={"authorization": f"Bearer {token(s)}"})
+                for s in subjects
+            ])
+            ids = set()
+            for response in responses:
+                assert response.status_code == 200
+                ids.add(data(response.json())["me"]["id"])
+            assert len(ids) == len(subjects)
+
+            again = await http.get("/graphql", params={"query": ME},
+                                   headers={"authorization": f"Bearer {token(subjects[0])}"})
+            assert data(again.json())["me"]["id"] in ids
+            anonymous = await http.post("/graphql", json={"query": ME})
+            assert error_codes(anonymous.json()) == ["UNAUTHENTICATED"]
+    assert "Traceback" not in server.log()
+
+
+async def test_healthz_is_503_when_redis_is_unreachable():
+    env = cli_env(PUHUI_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    async with serving(env=env) as server, httpx.AsyncClient(base_url=server.base) as http:
+        response = await http.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unhealthy", "database": "ok", "redis": "unreachable"}
