@@ -15,6 +15,7 @@ SELECT COALESCE(g.balance, 0) AS grams_balance, COALESCE(g.pending, 0) AS grams_
        COALESCE(x.total, 0) AS experience,
        c.score AS score, c.grade AS grade, c.factors AS factors, c.updated_at AS updated_at,
        c.grams_mark AS grams_mark, c.points_mark AS points_mark,
+       c.experience_mark AS experience_mark,
        l.code AS level_code, l.name AS level_name, l.min_experience AS level_min
 FROM participant pt
 LEFT JOIN ledger_account g ON g.participant_id = pt.id AND g.asset = 'REDUCTION_GRAMS'

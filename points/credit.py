@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import IntegrityError
 
 from points.credit_rules import (
     CANCELLATION_WINDOW_DAYS,
@@ -26,8 +26,8 @@ from points.credit_rules import (
     compute_credit,
     grade_rank,
 )
-from points.models import CreditSnapshot, CreditStanding, VoucherCancellation
-from points.sql import as_datetime, fetch
+from points.models import CreditSnapshot, MisconductKind, VoucherCancellation
+from points.sql import as_datetime, fetch, for_dialect
 
 __all__ = [
     "GRADES",
@@ -37,54 +37,83 @@ __all__ = [
     "grade_at_least",
     "note_voucher_cancellation",
     "recompute_credit",
+    "recompute_many",
     "refresh_credit",
     "refresh_credit_many",
 ]
 
 log = logging.getLogger(__name__)
 
+# Inputs of many participants at once: {ids} is replaced by $3, $4, ... (one per participant).
 _INPUTS_SQL = """
-SELECT p.created_at AS opened_at,
+SELECT p.id AS participant_id, p.created_at AS opened_at,
        COALESCE(s.reductions_earned, 0) AS reductions_earned,
        COALESCE(s.points_earned, 0) AS points_earned,
        COALESCE(s.points_spent, 0) AS points_spent,
-       COALESCE((SELECT balance FROM ledger_account
-                 WHERE participant_id = $1 AND asset = 'REDUCTION_GRAMS'), 0) AS grams_balance,
-       COALESCE((SELECT balance FROM ledger_account
-                 WHERE participant_id = $1 AND asset = 'POINTS'), 0) AS points_balance,
-       COALESCE((SELECT total FROM points_experience WHERE participant_id = $1), 0) AS experience,
-       (SELECT COUNT(*) FROM points_misconduct_flag WHERE participant_id = $1
-          AND lifted_at IS NULL AND kind = 'FRAUDULENT_RECORDS') AS fraud_flags,
-       (SELECT COUNT(*) FROM points_misconduct_flag WHERE participant_id = $1
-          AND lifted_at IS NULL AND kind <> 'FRAUDULENT_RECORDS') AS other_flags,
-       (SELECT COUNT(*) FROM points_voucher_cancellation WHERE participant_id = $1
-          AND created_at >= $2) AS recent_cancellations,
+       COALESCE(g.balance, 0) AS grams_balance,
+       COALESCE(pt.balance, 0) AS points_balance,
+       COALESCE(x.total, 0) AS experience,
+       COALESCE(f.fraud_flags, 0) AS fraud_flags,
+       COALESCE(f.other_flags, 0) AS other_flags,
+       COALESCE(v.recent, 0) AS recent_cancellations,
        c.score AS old_score, c.grade AS old_grade
 FROM participant p
 LEFT JOIN (
-    SELECT SUM(CASE WHEN e.asset = 'REDUCTION_GRAMS' AND e.kind = 'ISSUANCE' AND e.amount > 0
+    SELECT a.participant_id AS participant_id,
+           SUM(CASE WHEN e.asset = 'REDUCTION_GRAMS' AND e.kind = 'ISSUANCE' AND e.amount > 0
                     THEN e.amount ELSE 0 END) AS reductions_earned,
            SUM(CASE WHEN e.asset = 'POINTS' AND e.amount > 0 AND e.kind IN ('CONVERSION', 'ISSUANCE')
                     THEN e.amount ELSE 0 END) AS points_earned,
            SUM(CASE WHEN e.asset = 'POINTS' AND e.kind IN ('REDEMPTION', 'REFUND')
                     THEN -e.amount ELSE 0 END) AS points_spent
     FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id
-    WHERE a.participant_id = $1
-) s ON 1 = 1
+    WHERE a.participant_id IN ({ids})
+    GROUP BY a.participant_id
+) s ON s.participant_id = p.id
+LEFT JOIN ledger_account g ON g.participant_id = p.id AND g.asset = 'REDUCTION_GRAMS'
+LEFT JOIN ledger_account pt ON pt.participant_id = p.id AND pt.asset = 'POINTS'
+LEFT JOIN points_experience x ON x.participant_id = p.id
+LEFT JOIN (
+    SELECT participant_id,
+           SUM(CASE WHEN kind = $1 THEN 1 ELSE 0 END) AS fraud_flags,
+           SUM(CASE WHEN kind <> $1 THEN 1 ELSE 0 END) AS other_flags
+    FROM points_misconduct_flag
+    WHERE lifted_at IS NULL AND participant_id IN ({ids})
+    GROUP BY participant_id
+) f ON f.participant_id = p.id
+LEFT JOIN (
+    SELECT participant_id, COUNT(*) AS recent FROM points_voucher_cancellation
+    WHERE created_at >= $2 AND participant_id IN ({ids})
+    GROUP BY participant_id
+) v ON v.participant_id = p.id
 LEFT JOIN points_credit_standing c ON c.participant_id = p.id
-WHERE p.id = $1
+WHERE p.id IN ({ids})
+"""
+
+_UPSERT_SQL = """
+INSERT INTO points_credit_standing
+    (participant_id, score, grade, factors, grams_mark, points_mark, experience_mark, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (participant_id) DO UPDATE SET
+    score = excluded.score, grade = excluded.grade, factors = excluded.factors,
+    grams_mark = excluded.grams_mark, points_mark = excluded.points_mark,
+    experience_mark = excluded.experience_mark, updated_at = excluded.updated_at
 """
 
 _CURRENT_SQL = """
 SELECT c.score AS score, c.grade AS grade, c.factors AS factors, c.updated_at AS updated_at,
        c.grams_mark AS grams_mark, c.points_mark AS points_mark,
-       COALESCE((SELECT balance FROM ledger_account
-                 WHERE participant_id = $1 AND asset = 'REDUCTION_GRAMS'), 0) AS grams_balance,
-       COALESCE((SELECT balance FROM ledger_account
-                 WHERE participant_id = $1 AND asset = 'POINTS'), 0) AS points_balance
-FROM participant p LEFT JOIN points_credit_standing c ON c.participant_id = p.id
+       c.experience_mark AS experience_mark,
+       COALESCE(g.balance, 0) AS grams_balance, COALESCE(pt.balance, 0) AS points_balance,
+       COALESCE(x.total, 0) AS experience
+FROM participant p
+LEFT JOIN ledger_account g ON g.participant_id = p.id AND g.asset = 'REDUCTION_GRAMS'
+LEFT JOIN ledger_account pt ON pt.participant_id = p.id AND pt.asset = 'POINTS'
+LEFT JOIN points_experience x ON x.participant_id = p.id
+LEFT JOIN points_credit_standing c ON c.participant_id = p.id
 WHERE p.id = $1
 """
+_CHUNK = 400
 
 
 @dataclass(frozen=True)
@@ -118,11 +147,12 @@ def standing_from_row(row: dict) -> Standing | None:
 
 
 def is_current(row: dict) -> bool:
-    """True when a stored standing was computed at the balances the ledger holds now."""
+    """True when a stored standing was computed at the balances and experience held now."""
     return (
         row.get("score") is not None
         and int(row["grams_mark"]) == int(row["grams_balance"])
         and int(row["points_mark"]) == int(row["points_balance"])
+        and int(row["experience_mark"]) == int(row["experience"])
     )
 
 
@@ -162,45 +192,53 @@ def _inputs(row: dict, now: datetime) -> CreditInputs:
     )
 
 
-async def _store(participant_id: int, result: CreditResult, row: dict, now: datetime) -> None:
-    values = {
-        "score": result.score,
-        "grade": result.grade,
-        "factors": [list(f) for f in result.factors],
-        "grams_mark": int(row["grams_balance"]),
-        "points_mark": int(row["points_balance"]),
-        "updated_at": now,
-    }
-    updated = await CreditStanding.filter(participant_id=participant_id).update(**values)
-    if not updated:
-        try:
-            await CreditStanding.create(participant_id=participant_id, **values)
-        except IntegrityError:
-            await CreditStanding.filter(participant_id=participant_id).update(**values)
-    if row["old_score"] is None or (int(row["old_score"]), row["old_grade"]) != (
-        result.score,
-        result.grade,
-    ):
-        await CreditSnapshot.create(
-            participant_id=participant_id,
-            score=result.score,
-            grade=result.grade,
-            factors=values["factors"],
-            created_at=now,
-        )
+async def _store(results: list[tuple[dict, CreditResult]], now: datetime) -> None:
+    statement, _ = for_dialect(_UPSERT_SQL, [])
+    await connections.get("default").execute_many(statement, [
+        [int(row["participant_id"]), result.score, result.grade,
+         json.dumps([list(f) for f in result.factors]), int(row["grams_balance"]),
+         int(row["points_balance"]), int(row["experience"]), now]
+        for row, result in results
+    ])
+    changed = [
+        CreditSnapshot(participant_id=int(row["participant_id"]), score=result.score,
+                       grade=result.grade, factors=[list(f) for f in result.factors],
+                       created_at=now)
+        for row, result in results
+        if row["old_score"] is None or (int(row["old_score"]), row["old_grade"]) != (
+            result.score, result.grade)
+    ]
+    if changed:
+        await CreditSnapshot.bulk_create(changed)
+
+
+async def recompute_many(participant_ids: Iterable[int]) -> dict[int, Standing]:
+    """Recompute and store the standings of participants from their history."""
+    now = datetime.now(UTC)
+    cutoff = now - timedelta(days=CANCELLATION_WINDOW_DAYS)
+    wanted = sorted(set(participant_ids))
+    standings: dict[int, Standing] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        ids = ", ".join(f"${n}" for n in range(3, 3 + len(chunk)))
+        rows = await fetch(_INPUTS_SQL.replace("{ids}", ids),
+                           [MisconductKind.FRAUDULENT_RECORDS.value, cutoff, *chunk])
+        results = [(row, compute_credit(_inputs(row, now))) for row in rows]
+        if results:
+            await _store(results, now)
+        for row, result in results:
+            standings[int(row["participant_id"])] = Standing(
+                result.score, result.grade, now, result.factors)
+    return standings
 
 
 async def recompute_credit(participant_id: int) -> Standing:
-    """Recompute and store the participant's standing from their history."""
-    now = datetime.now(UTC)
-    cutoff = now - timedelta(days=CANCELLATION_WINDOW_DAYS)
-    rows = await fetch(_INPUTS_SQL, [participant_id, cutoff])
-    if not rows:
+    """Recompute and store one participant's standing (the base standing if unknown)."""
+    standing = (await recompute_many([participant_id])).get(participant_id)
+    if standing is None:
         result = compute_credit(CreditInputs())
-        return Standing(result.score, result.grade, now, result.factors)
-    result = compute_credit(_inputs(rows[0], now))
-    await _store(participant_id, result, rows[0], now)
-    return Standing(result.score, result.grade, now, result.factors)
+        return Standing(result.score, result.grade, datetime.now(UTC), result.factors)
+    return standing
 
 
 async def refresh_credit(participant_id: int) -> None:
@@ -210,8 +248,9 @@ async def refresh_credit(participant_id: int) -> None:
 
 async def refresh_credit_many(participant_ids: Iterable[int]) -> None:
     """Refresh several participants after a commit; a failure is logged, never raised."""
-    for participant_id in sorted(set(participant_ids)):
-        try:
-            await recompute_credit(participant_id)
-        except Exception:  # noqa: BLE001 - the change is committed; readers recompute if stale
-            log.warning("could not refresh credit standing of participant %s", participant_id)
+    wanted = sorted(set(participant_ids))
+    try:
+        await recompute_many(wanted)
+    except Exception:  # noqa: BLE001 - the change is committed; readers recompute if stale
+        log.warning("could not refresh the credit standing of %d participants", len(wanted),
+                    exc_info=True)

@@ -182,7 +182,8 @@ class LevelCrossing(Model):
 
 
 class CreditStanding(Model):
-    """The current credit standing of a participant and the balances it was computed at."""
+    """The current credit standing of a participant and the balances and experience it was
+    computed at."""
 
     id = fields.BigIntField(primary_key=True)
     participant_id = fields.BigIntField(unique=True)
@@ -191,6 +192,7 @@ class CreditStanding(Model):
     factors = fields.JSONField()
     grams_mark = fields.BigIntField()
     points_mark = fields.BigIntField()
+    experience_mark = fields.BigIntField(default=0)
     updated_at = fields.DatetimeField()
 
     class Meta:

@@ -18,7 +18,7 @@ def for_dialect(sql: str, params: list[Any]) -> tuple[str, list[Any]]:
     """The statement and parameters for the current database (`?` in order on SQLite)."""
     if dialect() == "postgres":
         return sql, params
-    ordered = [params[int(m.group(1)) - 1] for m in _PLACEHOLDER.finditer(sql)]
+    ordered = [params[int(m.group(1)) - 1] for m in _PLACEHOLDER.finditer(sql)] if params else []
     return _PLACEHOLDER.sub("?", sql), ordered
 
 

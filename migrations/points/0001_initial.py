@@ -116,9 +116,10 @@ class Migration(migrations.Migration):
                 ('factors', fields.JSONField(encoder=JSON_DUMPS, decoder=loads)),
                 ('grams_mark', fields.BigIntField()),
                 ('points_mark', fields.BigIntField()),
+                ('experience_mark', fields.BigIntField(default=0)),
                 ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'points_credit_standing', 'app': 'points', 'pk_attr': 'id', 'table_description': 'The current credit standing of a participant and the balances it was computed at.'},
+            options={'table': 'points_credit_standing', 'app': 'points', 'pk_attr': 'id', 'table_description': 'The current credit standing of a participant and the balances and experience it was'},
             bases=['Model'],
         ),
         ops.CreateModel(

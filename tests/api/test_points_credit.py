@@ -7,10 +7,19 @@ from tortoise.transactions import in_transaction
 from app.audit import AuditEvent
 from app.participants import organisation_id
 from points.credit import current_grade, note_voucher_cancellation, refresh_credit
-from points.models import CreditSnapshot, CreditStanding, MisconductFlag
+from points.models import CreditSnapshot, CreditStanding, Experience, MisconductFlag
 from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
 from tests.ledger_support import issue_grams
-from tests.points_support import CENTER, convert, resident, set_rate
+from tests.points_support import (
+    CENTER,
+    behavior_scenario,
+    consent,
+    convert,
+    event,
+    record,
+    resident,
+    set_rate,
+)
 
 STANDING = "{ me { account { creditStanding { score grade updatedAt factors { name contribution } } } } }"
 RECORD = """mutation($input: RecordMisconductInput!) { recordMisconduct(input: $input) {
@@ -132,3 +141,24 @@ async def test_current_grade_answers_for_a_participant_never_computed(database):
     _, _, pid = await resident()
     assert await current_grade(pid) == "B"
     assert await CreditStanding.filter(participant_id=pid).exists()
+
+
+async def test_experience_counts_and_a_stale_standing_is_never_served(client):
+    _, auth, pid = await resident()
+    assert (await _standing(client, auth))["score"] == 400
+    await Experience.create(participant_id=pid, total=400)  # written without a refresh
+    standing = await _standing(client, auth)
+    assert _factor(standing, "experience") == 20 and standing["score"] == 420
+
+
+async def test_a_batch_refreshes_every_participant_it_touched(client):
+    code, _, operator = await behavior_scenario(client, [("recycle", 100, 1000)])
+    people = [await resident() for _ in range(5)]
+    for _, _, pid in people:
+        await consent(pid, code)
+    payload = await record(client, operator, code, [event(s, "recycle") for s, _, _ in people])
+    assert payload["accepted"] == 5
+    rows = await CreditStanding.filter(participant_id__in=[p for _, _, p in people])
+    assert len(rows) == 5
+    assert all(dict(map(tuple, r.factors))["experience"] == 5 and r.experience_mark == 100
+               for r in rows)
