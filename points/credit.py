@@ -194,12 +194,17 @@ def _inputs(row: dict, now: datetime) -> CreditInputs:
 
 async def _store(results: list[tuple[dict, CreditResult]], now: datetime) -> None:
     statement, _ = for_dialect(_UPSERT_SQL, [])
-    await connections.get("default").execute_many(statement, [
+    values = [
         [int(row["participant_id"]), result.score, result.grade,
          json.dumps([list(f) for f in result.factors]), int(row["grams_balance"]),
          int(row["points_balance"]), int(row["experience"]), now]
         for row, result in results
-    ])
+    ]
+    client = connections.get("default")
+    if len(values) == 1:  # one statement, no batch transaction around it
+        await client.execute_query(statement, values[0])
+    else:
+        await client.execute_many(statement, values)
     changed = [
         CreditSnapshot(participant_id=int(row["participant_id"]), score=result.score,
                        grade=result.grade, factors=[list(f) for f in result.factors],
