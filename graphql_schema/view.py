@@ -73,6 +73,12 @@ def _media_type(request: Request) -> str:
     return GRAPHQL_RESPONSE if GRAPHQL_RESPONSE in accept else "application/json"
 
 
+def _legacy_json(request: Request) -> bool:
+    """True for a client that accepts only application/json: the spec wants 200 on request errors."""
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and GRAPHQL_RESPONSE not in accept and "*/*" not in accept
+
+
 def _formatted(error: GraphQLError, production: bool) -> dict[str, Any]:
     """The error as JSON, coded even when it escaped ErrorCodes (an extension's own parse error)."""
     out = error.formatted
@@ -229,15 +235,21 @@ class PuhuiGraphQL(GraphQL):
     async def get_sub_response(self, request: Request | WebSocket) -> Response:
         """The response under construction, remembering which media type the client accepts."""
         sub_response = await super().get_sub_response(request)
-        sub_response.media_type = _media_type(request) if isinstance(request, Request) else None
+        if isinstance(request, Request):
+            sub_response.media_type = _media_type(request)
+            sub_response.legacy_json = _legacy_json(request)  # type: ignore[attr-defined]
         return sub_response
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
-        """The JSON response: 400 for a request that could not be executed, 500 for a crash."""
+        """The JSON response: 400 for a request that could not be executed (200 for clients that
+        accept only application/json, as the GraphQL-over-HTTP spec asks), 500 for a crash."""
         status = sub_response.status_code or 200
         if isinstance(response_data, dict) and "data" not in response_data:
             codes = {e.get("extensions", {}).get("code") for e in response_data.get("errors", ())}
-            status = 500 if "INTERNAL_SERVER_ERROR" in codes else 400
+            if "INTERNAL_SERVER_ERROR" in codes:
+                status = 500
+            elif not getattr(sub_response, "legacy_json", False):
+                status = 400
         response = Response(self.encode_json(response_data), status_code=status,
                             media_type=sub_response.media_type or "application/json")
         response.headers.raw.extend(sub_response.headers.raw)

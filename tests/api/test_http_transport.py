@@ -235,3 +235,16 @@ async def test_healthz_reports_the_database(client):
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert response.headers["cache-control"] == "no-store"
+
+
+async def test_clients_accepting_only_application_json_get_200_on_request_errors(client):
+    """The GraphQL-over-HTTP spec's rule for legacy clients: the errors travel with status 200."""
+    legacy = {"accept": "application/json"}
+    for query in ("{ nope }", "query { me { id }", ENTRIES):
+        response = await client.post("/graphql", json={"query": query}, headers=legacy)
+        assert response.status_code == 200, query
+        body = _assert_coded(response)
+        assert "data" not in body
+    broken = await client.post("/graphql", content=b"{", headers={
+        **legacy, "content-type": "application/json"})
+    assert broken.status_code == 400
