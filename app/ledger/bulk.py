@@ -123,6 +123,8 @@ async def issue_lot(
         await post(conn, [_posting(issuance, a, g, lot_id, reference, memo) for a, g in ordered], now)
         return
     async with conn.acquire_connection() as raw:
+        # Compiling the statement (JIT) would cost more than running it.
+        await raw.execute("SET LOCAL jit = off")
         rows = await raw.fetch(_LOCK, [issuance, *accounts])
         if len(rows) != len(accounts) + 1:
             raise InvalidInput("Unknown ledger account.")
