@@ -19,22 +19,24 @@ from registry import rules
 from registry.records import Locked, Terms, apply_batch, lock_scenario
 from registry.rules import Item, Outcome, Rejection
 
+RESIDENT_CACHE = 200_000
+_residents: dict[str, int] = {}  # subject -> participant id of a resident; ids never change
+
 # Every lookup is a correlated scalar subquery on a unique or leading index, so each costs one
 # index probe per row however large the tables grow (never a scan or hash of a whole table).
 # $1 scenario id, $2 scenario code, $3 now, $4 now - 90 days, $5 issued_through, $6 daily cap,
-# $7.. the chunk as arrays: index, subject, quantity, grams, occurred_at, day, external_ref.
+# $7.. the chunk as arrays: index, participant id (NULL: no such resident), quantity, grams,
+# occurred_at, day, external_ref.
 _APPLY = """
 WITH st AS MATERIALIZED (
-    SELECT s.idx, s.quantity, s.grams, s.occurred_at, s.day, s.external_ref,
-           (SELECT p.id FROM participant p
-             WHERE p.subject = s.subject AND p.kind = 'individual') AS pid,
+    SELECT s.idx, s.pid, s.quantity, s.grams, s.occurred_at, s.day, s.external_ref,
            (SELECT 1 FROM registry_scenario_record r
              WHERE r.scenario_id = $1 AND r.external_ref = s.external_ref LIMIT 1) IS NOT NULL AS seen,
            (s.occurred_at > $3 OR s.occurred_at < $4 OR s.occurred_at <= $5::timestamptz) IS TRUE
              AS out_of_period
-    FROM unnest($7::bigint[], $8::text[], $9::float8[], $10::bigint[], $11::timestamptz[],
+    FROM unnest($7::bigint[], $8::bigint[], $9::float8[], $10::bigint[], $11::timestamptz[],
                 $12::date[], $13::text[])
-         AS s(idx, subject, quantity, grams, occurred_at, day, external_ref)
+         AS s(idx, pid, quantity, grams, occurred_at, day, external_ref)
 ),
 own AS MATERIALIZED (
     SELECT st.*,
@@ -99,6 +101,21 @@ SELECT -2, (SELECT COUNT(*) FROM cls WHERE status = 'DUPLICATE')::text
 """
 
 
+async def _resident_ids(raw: Any, subjects: set[str]) -> dict[str, int]:
+    """Participant ids of residents by subject: this process's cache, then one query."""
+    missing = [subject for subject in subjects if subject not in _residents]
+    if missing:
+        if len(_residents) + len(missing) > RESIDENT_CACHE:
+            _residents.clear()
+        rows = await raw.fetch(
+            "SELECT subject, id FROM participant"
+            " WHERE kind = 'individual' AND subject = ANY($1::text[])",
+            missing,
+        )
+        _residents.update((r["subject"], r["id"]) for r in rows)
+    return _residents
+
+
 async def apply_items_sql(
     conn: BaseDBAsyncClient, terms: Terms, locked: Locked, items: list[Item], now: datetime
 ) -> Outcome:
@@ -106,15 +123,14 @@ async def apply_items_sql(
     outcome = Outcome()
     if not items:
         return outcome
-    columns: list[list[Any]] = [[], [], [], [], [], [], []]
-    for i in items:
-        for column, value in zip(
-            columns,
-            (i.index, i.subject, float(i.quantity), i.grams, i.occurred_at, i.day, i.external_ref),
-            strict=True,
-        ):
-            column.append(value)
     async with conn.acquire_connection() as raw:
+        residents = await _resident_ids(raw, {i.subject for i in items})
+        columns: list[list[Any]] = [[], [], [], [], [], [], []]
+        for i in items:
+            row = (i.index, residents.get(i.subject), float(i.quantity), i.grams, i.occurred_at,
+                   i.day, i.external_ref)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
         # Plan for index probes; compiling (JIT) would cost more than running the chunk.
         await raw.execute(
             "SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
