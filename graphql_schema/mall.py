@@ -18,6 +18,7 @@ from graphql_schema.mall_types import (
     MerchantStatus,
     Redemption,
     Right,
+    fresh_redemption,
     redemption_connection,
     redemption_view,
     rights_of,
@@ -432,11 +433,11 @@ class Mutation:
                 principal, decode_id("Right", input.right_id, "rightId"), input.quantity,
                 input.idempotency_key,
             )
-            row = await redemptions.get_redemption(done.redemption_id)
-            return RedemptionPayload(
-                redemption=await redemption_view(row, show_code=True),
-                account=await load_account(done.participant_id),
-            )
+            if done.redemption is not None and done.right is not None and done.merchant is not None:
+                view = fresh_redemption(done.redemption, done.right, done.merchant)
+            else:
+                view = await redemption_view(await redemptions.get_redemption(done.redemption_id), True)
+            return RedemptionPayload(redemption=view, account=await load_account(done.participant_id))
 
         return await attempt(run, _redemption_refused)
 

@@ -131,24 +131,30 @@ class Redemption:
     right: Right
 
 
+def _redemption(row: RedemptionRow, right: Right, show_code: bool) -> Redemption:
+    return Redemption(
+        id=strawberry.ID(encode_id("Redemption", row.id)),
+        status=RedemptionStatusEnum(row.status),
+        quantity=row.quantity,
+        points_spent=row.points_spent,
+        voucher_code=format_voucher(row.voucher_code) if show_code else None,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        used_at=row.used_at,
+        right=right,
+    )
+
+
 async def redemptions_of(rows: Sequence[RedemptionRow], show_codes: bool) -> list[Redemption]:
     """GraphQL redemptions for rows, their rights and merchants read in one query each."""
     rights = list((await right_service.rights_by_id([r.right_id for r in rows])).values())
     views = dict(zip([r.id for r in rights], await rights_of(rights), strict=True))
-    return [
-        Redemption(
-            id=strawberry.ID(encode_id("Redemption", row.id)),
-            status=RedemptionStatusEnum(row.status),
-            quantity=row.quantity,
-            points_spent=row.points_spent,
-            voucher_code=format_voucher(row.voucher_code) if show_codes else None,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            used_at=row.used_at,
-            right=views[row.right_id],
-        )
-        for row in rows
-    ]
+    return [_redemption(row, views[row.right_id], show_codes) for row in rows]
+
+
+def fresh_redemption(row: RedemptionRow, right: RightRow, merchant: MerchantRow) -> Redemption:
+    """The GraphQL view of a redemption just made, from the rows its transaction read."""
+    return _redemption(row, Right.from_row(right, merchant), show_code=True)
 
 
 async def redemption_view(row: RedemptionRow, show_code: bool) -> Redemption:

@@ -18,7 +18,9 @@ tally row, right row, accounts. No two paths wait on each other in opposite orde
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 # Voucher lookups (write-offs) per merchant per minute; more answer RATE_LIMITED.
 LOOKUPS_PER_MINUTE = 120
 EXPIRY_BATCH = 200
+# Redemption transactions of one right in flight per process: they all wait on the same rows,
+# so more connections only lengthen the lock queue (STACK-NOTES: few connections per hot item).
+TRANSACTIONS_PER_RIGHT = 2
+_queues: dict[int, asyncio.Semaphore] = {}
 
 _TALLY_SQL = """
 INSERT INTO mall_redemption_tally (right_id, participant_id, quantity) VALUES ({p1}, {p2}, {p3})
@@ -61,10 +67,23 @@ RETURNING quantity
 
 @dataclass(frozen=True)
 class Redeemed:
-    """A redemption made (or replayed) for a resident."""
+    """A redemption made (or replayed) for a resident; a fresh one carries the rows it wrote."""
 
     redemption_id: int
     participant_id: int
+    redemption: Redemption | None = None
+    right: Right | None = None
+    merchant: Merchant | None = None
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _after_response(work: Coroutine[None, None, None]) -> None:
+    """Run after-commit work that the answer does not wait for (kept referenced until done)."""
+    task = asyncio.get_running_loop().create_task(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
 
 
 def _tally_sql() -> str:
@@ -82,6 +101,14 @@ async def _raise_tally(
         raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
 
 
+def _queue(right_id: int) -> asyncio.Semaphore:
+    """The per-process queue in front of one right's transactions (few connections per hot row)."""
+    queue = _queues.get(right_id)
+    if queue is None:
+        queue = _queues[right_id] = asyncio.Semaphore(TRANSACTIONS_PER_RIGHT)
+    return queue
+
+
 async def redeem(principal: Principal, right_id: int, quantity: int, idempotency_key: str) -> Redeemed:
     """A resident redeems `quantity` of a right with points; a voucher is issued."""
     principal.require("resident")
@@ -93,16 +120,17 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
     pool_holder: int | None = None
     try:
         participant_id = await resident_id(principal)
-        result, pool_holder = await _redeem_in_db(
-            principal.subject, participant_id, right_id, quantity, key
-        )
+        async with _queue(right_id):
+            result, pool_holder = await _redeem_in_db(
+                principal.subject, participant_id, right_id, quantity, key
+            )
     finally:
         if gate is stock_gate.Gate.TOKEN and pool_holder is None:
             await stock_gate.put_back(right_id, quantity)
     if pool_holder is not None:
         await stock_gate.mark_redeemed(principal.subject, key)
         await account_changed([participant_id, pool_holder])
-        await refresh_credit(participant_id)
+        _after_response(refresh_credit(participant_id))
     return result
 
 
@@ -155,6 +183,7 @@ async def _redeem_in_db(
         )
         if not taken:
             raise OutOfStock("This right is sold out.", "quantity")
+        right.stock_remaining -= quantity
         pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
         await post(
             conn,
@@ -166,7 +195,7 @@ async def _redeem_in_db(
             ],
             now=now,
         )
-    return Redeemed(redemption.id, participant_id), merchant.participant_id
+    return Redeemed(redemption.id, participant_id, redemption, right, merchant), merchant.participant_id
 
 
 async def _give_back(
