@@ -58,9 +58,8 @@ class Terms:
 
 @dataclass(frozen=True)
 class Locked:
-    """The scenario row as read under its lock: its state and the end of its issued period."""
+    """The scenario row as read under its lock: the end of its issued period."""
 
-    status: str
     issued_through: datetime | None
 
 
@@ -92,7 +91,7 @@ async def lock_scenario(conn: BaseDBAsyncClient, terms: Terms) -> Locked:
     )
     if row is None or row.status != ScenarioStatus.PUBLISHED:
         raise InvalidState("Records are accepted only for a published scenario.", "scenarioCode")
-    return Locked(row.status, row.issued_through)
+    return Locked(row.issued_through)
 
 
 def check_inputs(records: Sequence[RecordInput], grams_per_unit: int) -> list[Item | Rejection]:
