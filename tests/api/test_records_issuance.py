@@ -164,3 +164,16 @@ async def test_issuances_are_listed_and_a_lot_is_traced_to_its_holders(client):
     assert found["holdings"] == [{"holderKind": "individual", "grams": "1150", "accounts": 2}]
     assert error_codes(await gql(client, trace, {"serial": issued["serialPrefix"]},
                                  token(roles="resident"))) == ["FORBIDDEN"]
+
+
+async def test_recipients_are_told_their_account_changed(client):
+    from app.events import account_channel
+    from app.redis import get_store
+
+    world, period_end = await _world_with_records(client)
+    recipient = world.residents[world.subjects[0]]
+    async with get_store().listen(account_channel(recipient)) as listener:
+        assert (await issue(client, world.code, period_end))["issuance"]
+        await notices_sent()
+        async with asyncio.timeout(10):  # a hang guard, not a latency assertion
+            assert await listener.next() == "changed"
