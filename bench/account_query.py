@@ -1,0 +1,476 @@
+"""Benchmark: the resident's account query (contract MyAccount) over HTTP, against a bare endpoint.
+
+In one run, on PostgreSQL:
+1. creates its own database, migrates it with `puhui migrate`, and seeds --residents residents
+   (bulk SQL, not measured) with grams issued from one lot, points, experience, a growth-level
+   table, and their credit standings computed by the product's own code;
+2. serves `puhui serve --workers W` and drives the contract's MyAccount query text (read from
+   ../shared/contract/operations.graphql; if the served schema does not validate it yet, the
+   subset `me { id displayName account { reductionGrams points } }` is used, and the run says so)
+   with `wrk` at C connections, each request with the next resident's token (a Lua script
+   rotating through all tokens), after a warm-up;
+3. serves, under the same uvicorn settings (W workers, no access log, proxy headers), a bare
+   Starlette endpoint defined in this file (not in the product) that verifies the same HS256 JWT
+   (pinned algorithm, issuer, audience, required claims) on every request and reads the same rows
+   with asyncpg in one statement (participant, balances, experience, level table, credit row);
+4. prints req/s, p50 and p99 (wrk's latency percentiles) for both, and the ratio of req/s.
+Targets from the issue: GraphQL at least half the bare endpoint's req/s; p99 under 50 ms.
+
+wrk is needed (`apt-get install -y wrk`; it was installed that way on the development machine).
+wrk shares the machine's cores with the server: compare figures only within one run.
+
+    .venv/bin/python bench/account_query.py --residents 500 --duration 5 --warmup 2   # quick
+    .venv/bin/python bench/account_query.py                                             # full
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+from graphql import build_schema, parse, validate
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = ROOT.parent / "shared" / "contract" / "operations.graphql"
+PUHUI = str(Path(sys.executable).parent / "puhui")
+SECRET = "bench-secret-for-the-account-query-benchmark-0123456789"
+ISSUER, AUDIENCE = "puhui-bench", "puhui"
+SUBJECT = "bench-acct-{:07d}"
+SUBSET = "query MyAccount { me { id displayName account { reductionGrams points } } }"
+LEVELS = [("L1", "Seedling", 0), ("L2", "Sapling", 500), ("L3", "Grove", 2_000),
+          ("L4", "Forest", 10_000)]
+log = logging.getLogger("bench.account_query")
+
+WRK_SCRIPT = r"""
+local threads = {}
+local counter = 0
+local tokens = {}
+local path = PATH
+local body = BODY
+local nthreads = NTHREADS
+
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
+  ok, failed = 0, 0
+end
+
+function request()
+  local i = (counter * nthreads + tid) % #tokens + 1
+  counter = counter + 1
+  return wrk.format("POST", path,
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. tokens[i]}, body)
+end
+
+function response(status, headers, body)
+  if status == 200 and not string.find(body, '"errors"', 1, true) then
+    ok = ok + 1
+  else
+    failed = failed + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local sums = {ok = 0, failed = 0}
+  for _, t in ipairs(threads) do
+    sums.ok = sums.ok + t:get("ok")
+    sums.failed = sums.failed + t:get("failed")
+  end
+  io.write(string.format(
+    'RESULT {"ok": %d, "failed": %d, "requests": %d, "errors": %d,' ..
+    ' "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    sums.ok, sums.failed, summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write +
+      summary.errors.status + summary.errors.timeout,
+    summary.duration, latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+# ---------------------------------------------------------------- the bare endpoint (not product)
+
+BARE_SQL = """
+SELECT pt.id AS id, pt.display_name AS display_name,
+       COALESCE(g.balance, 0) - COALESCE(g.pending, 0) AS grams,
+       COALESCE(p.balance, 0) - COALESCE(p.pending, 0) AS points,
+       COALESCE(x.total, 0) AS experience, c.score AS score, c.grade AS grade,
+       l.code AS level_code, l.name AS level_name, l.min_experience AS level_min
+FROM participant pt
+LEFT JOIN ledger_account g ON g.participant_id = pt.id AND g.asset = 'REDUCTION_GRAMS'
+LEFT JOIN ledger_account p ON p.participant_id = pt.id AND p.asset = 'POINTS'
+LEFT JOIN points_experience x ON x.participant_id = pt.id
+LEFT JOIN points_credit_standing c ON c.participant_id = pt.id
+LEFT JOIN points_growth_level l ON 1 = 1
+WHERE pt.subject = $1
+ORDER BY l.min_experience
+"""
+
+
+def _bare_account(rows: list[asyncpg.Record]) -> dict[str, Any]:
+    first = rows[0]
+    levels = [{"code": r["level_code"], "name": r["level_name"], "minExperience": r["level_min"]}
+              for r in rows if r["level_code"] is not None]
+    reached = [lv for lv in levels if lv["minExperience"] <= first["experience"]]
+    following = [lv for lv in levels if lv["minExperience"] > first["experience"]]
+    return {"me": {
+        "id": str(first["id"]),
+        "displayName": first["display_name"],
+        "account": {
+            "reductionGrams": str(first["grams"]),
+            "points": str(first["points"]),
+            "experience": first["experience"],
+            "level": reached[-1] if reached else None,
+            "nextLevel": following[0] if following else None,
+            "creditStanding": ({"score": first["score"], "grade": first["grade"]}
+                               if first["score"] is not None else None),
+        },
+    }}
+
+
+def bare_app() -> Starlette:
+    """The bare endpoint: verify the JWT, read the rows with asyncpg, answer JSON (uvicorn factory)."""
+    dsn = os.environ["BENCH_DSN"]
+    pool_size = int(os.environ.get("BENCH_POOL_SIZE", "20"))
+    state: dict[str, asyncpg.Pool] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size)
+        yield
+        await state["pool"].close()
+
+    async def account(request: Request) -> Response:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise jwt.InvalidTokenError("no bearer token")
+            claims = jwt.decode(value, SECRET, algorithms=["HS256"], audience=AUDIENCE,
+                                issuer=ISSUER,
+                                options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+        except jwt.PyJWTError:
+            return JSONResponse({"errors": [{"message": "unauthenticated"}]}, status_code=401)
+        rows = await state["pool"].fetch(BARE_SQL, claims["sub"])
+        if not rows:
+            return JSONResponse({"errors": [{"message": "unknown resident"}]}, status_code=404)
+        return JSONResponse({"data": _bare_account(rows)})
+
+    async def healthz(request: Request) -> Response:
+        await state["pool"].fetchval("SELECT 1")
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/account", account, methods=["POST"]),
+                             Route("/healthz", healthz)], lifespan=lifespan)
+
+
+# ---------------------------------------------------------------- the run
+
+
+def parse_args() -> argparse.Namespace:
+    """Sizes and places from the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--residents", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--duration", type=int, default=20, help="seconds measured per endpoint")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of load before measuring")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8792)
+    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
+                        help="PostgreSQL server URL (a database is created on it and dropped)")
+    parser.add_argument("--redis", default=None, help="PUHUI_REDIS_URL for puhui (optional)")
+    parser.add_argument("--keep", action="store_true", help="keep the database for inspection")
+    return parser.parse_args()
+
+
+def _dsn(server: str, db: str) -> str:
+    return f"{server.rstrip('/').replace('postgres://', 'postgresql://', 1)}/{db}"
+
+
+async def seed(dsn: str, residents: int) -> None:
+    """Residents with grams (one issued lot), points, experience, and a growth-level table."""
+    now = datetime.now(UTC)
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "participant", columns=("kind", "subject", "display_name", "created_at"),
+                records=[("individual", SUBJECT.format(i), f"居民 {i:05d}", now)
+                         for i in range(residents)])
+            await conn.execute(
+                """INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)
+                   SELECT a.asset, 'holder', p.id,
+                          CASE WHEN a.asset = 'REDUCTION_GRAMS' THEN 1000 + (p.id % 997) * 13
+                               ELSE p.id % 500 END, 0
+                   FROM participant p
+                   CROSS JOIN (VALUES ('REDUCTION_GRAMS'), ('POINTS')) AS a(asset)
+                   WHERE p.kind = 'individual'""")
+            grams = await conn.fetchval("""SELECT SUM(balance) FROM ledger_account
+                                           WHERE kind = 'holder' AND asset = 'REDUCTION_GRAMS'""")
+            lot = await conn.fetchval(
+                """INSERT INTO ledger_lot (serial_prefix, source_type, source_code, methodology_code,
+                     methodology_version, methodology_class, vintage, issued_grams, created_at)
+                   VALUES ($1, 'scenario', 'BENCH', 'BENCH-M', '1.0', 'II', 2026, $2, $3)
+                   RETURNING id""", f"BENCH-{uuid.uuid4().hex[:10]}", grams, now)
+            for asset, code in (("REDUCTION_GRAMS", "GRAMS_ISSUANCE"), ("POINTS", "POINTS_ISSUANCE")):
+                await _issue(conn, asset, code, f"bench-{asset.lower()}", now)
+            await conn.execute(
+                """INSERT INTO ledger_transfer_lot (transfer_id, lot_id, amount)
+                   SELECT id, $1, amount FROM ledger_transfer WHERE reference = 'bench-reduction_grams'""",
+                lot)
+            await conn.execute(
+                """INSERT INTO ledger_lot_holding (account_id, lot_id, balance)
+                   SELECT id, $1, balance FROM ledger_account
+                   WHERE kind = 'holder' AND asset = 'REDUCTION_GRAMS'""", lot)
+            await conn.execute(
+                """INSERT INTO points_experience (participant_id, total, updated_at)
+                   SELECT id, (id * 7) % 3000, $1 FROM participant WHERE kind = 'individual'""", now)
+            await conn.executemany(
+                "INSERT INTO points_growth_level (code, name, min_experience) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING", LEVELS)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def _issue(conn: asyncpg.Connection, asset: str, code: str, reference: str,
+                 now: datetime) -> None:
+    """Credit every holder's balance of `asset` from its issuance account, with transfers and entries."""
+    total = await conn.fetchval(
+        "SELECT SUM(balance) FROM ledger_account WHERE kind = 'holder' AND asset = $1", asset)
+    issuance = await conn.fetchval(
+        """INSERT INTO ledger_account (asset, kind, code, balance, pending)
+           VALUES ($1, 'issuance', $2, $3, 0) RETURNING id""", asset, code, -total)
+    await conn.execute(
+        """INSERT INTO ledger_transfer (asset, kind, debit_account_id, credit_account_id, amount,
+             reference, memo, created_at)
+           SELECT a.asset, 'ISSUANCE', $2, a.id, a.balance, $3, '', $4 FROM ledger_account a
+           WHERE a.kind = 'holder' AND a.asset = $1 AND a.balance > 0 ORDER BY a.id""",
+        asset, issuance, reference, now)
+    await conn.execute(
+        """INSERT INTO ledger_entry (account_id, transfer_id, asset, kind, amount, balance_after,
+             memo, created_at)
+           SELECT credit_account_id, id, asset, kind, amount, amount, '', created_at
+           FROM ledger_transfer WHERE reference = $1
+           UNION ALL
+           SELECT debit_account_id, id, asset, kind, -amount, -SUM(amount) OVER (ORDER BY id), '',
+                  created_at
+           FROM ledger_transfer WHERE reference = $1""", reference)
+
+
+def compute_credit(env: dict[str, str]) -> None:
+    """Store every resident's credit standing with the product's own code (as readers would)."""
+    code = ("import asyncio\n"
+            "from app.db import close_db, init_db\n"
+            "from app.participants import Participant\n"
+            "from points.credit import recompute_many\n"
+            "async def main():\n"
+            "    await init_db()\n"
+            "    ids = await Participant.filter(kind='individual').values_list('id', flat=True)\n"
+            "    await recompute_many(ids)\n"
+            "    await close_db()\n"
+            "asyncio.run(main())\n")
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
+
+
+def write_tokens(path: Path, residents: int) -> None:
+    """One resident token per line, signed like the identity provider would (HS256 here)."""
+    now = int(time.time())
+    with path.open("w") as out:
+        for i in range(residents):
+            claims = {"sub": SUBJECT.format(i), "roles": ["resident"], "iss": ISSUER,
+                      "aud": AUDIENCE, "iat": now, "exp": now + 6 * 3600}
+            out.write(jwt.encode(claims, SECRET, algorithm="HS256") + "\n")
+
+
+def choose_query(env: dict[str, str]) -> tuple[str, bool]:
+    """The contract's MyAccount text if the served schema validates it, else the subset."""
+    contract = CONTRACT.read_text()
+    start = contract.index("query MyAccount")
+    end = contract.find("\nquery ", start + 1)
+    end = min(e for e in (end, contract.find("\nmutation ", start + 1), len(contract)) if e > 0)
+    text = contract[start:end].strip()
+    sdl = subprocess.run([PUHUI, "schema"], env=env, cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    errors = validate(build_schema(sdl), parse(text))
+    if errors:
+        log.warning("the contract's MyAccount does not validate yet (%s)", errors[0].message)
+        return SUBSET, False
+    return text, True
+
+
+def write_script(path: Path, route: str, query: str, threads: int) -> None:
+    """The wrk Lua script posting `query` to `route` with rotating tokens."""
+    body = json.dumps({"query": query, "operationName": "MyAccount"})
+    path.write_text(WRK_SCRIPT.replace("PATH", json.dumps(route)).replace("BODY", json.dumps(body))
+                    .replace("NTHREADS", str(threads)))
+
+
+def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A server in its own process group."""
+    return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server's whole process group."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+async def wait_healthy(base: str, server: subprocess.Popen[bytes], within: float = 60) -> None:
+    """Wait until /healthz answers 200."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(base_url=base) as client:
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                raise RuntimeError("the server exited at start")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.3)
+    raise RuntimeError("the server did not become healthy")
+
+
+def run_wrk(args: argparse.Namespace, seconds: int, script: Path, tokens: Path) -> dict[str, int]:
+    """Drive load for `seconds`; wrk's RESULT line as a dict."""
+    done = subprocess.run(
+        ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds}s",
+         "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{args.port}", "--", str(tokens)],
+        capture_output=True, text=True, check=True)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"wrk printed no result: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+
+
+async def sample(base: str, route: str, query: str, first: str) -> dict[str, Any]:
+    """One request with the first resident's token (both endpoints must agree on the figures)."""
+    async with httpx.AsyncClient(base_url=base) as client:
+        response = await client.post(route, json={"query": query},
+                                     headers={"authorization": f"Bearer {first}"})
+    body = response.json()
+    if response.status_code != 200 or body.get("errors"):
+        raise RuntimeError(f"{route} answered {response.status_code}: {response.text[:500]}")
+    return body["data"]["me"]["account"]
+
+
+async def measure(args: argparse.Namespace, label: str, command: list[str], env: dict[str, str],
+                  route: str, query: str, work: Path) -> tuple[dict[str, int], dict[str, Any]]:
+    """Serve, check one answer, warm up, measure; the server is stopped afterwards."""
+    script = work / f"{label}.lua"
+    write_script(script, route, query, args.threads)
+    server = start(command, env)
+    try:
+        await wait_healthy(f"http://127.0.0.1:{args.port}", server)
+        first = (work / "tokens.txt").read_text().split("\n", 1)[0]
+        account = await sample(f"http://127.0.0.1:{args.port}", route, query, first)
+        if args.warmup > 0:
+            await asyncio.to_thread(run_wrk, args, args.warmup, script, work / "tokens.txt")
+        log.info("measuring %s: %d connections for %d s", label, args.connections, args.duration)
+        result = await asyncio.to_thread(run_wrk, args, args.duration, script, work / "tokens.txt")
+    finally:
+        stop(server)
+    return result, account
+
+
+def report(label: str, result: dict[str, int]) -> float:
+    """Print one endpoint's figures; return its successful requests per second."""
+    rate = result["ok"] / (result["duration_us"] / 1e6)
+    print(f"{label:<9} {rate:9.0f} req/s   p50 {result['p50_us'] / 1000:7.1f} ms   "
+          f"p99 {result['p99_us'] / 1000:7.1f} ms   ({result['ok']} ok, {result['failed']} failed, "
+          f"{result['errors']} socket errors)")
+    return rate
+
+
+async def run(args: argparse.Namespace) -> None:
+    """The whole benchmark; the database is dropped at the end unless --keep."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+    db = f"puhui_bench_acct_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_dsn(args.server, "postgres"))
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    await admin.close()
+    dsn = _dsn(args.server, db)
+    env = {**os.environ, "PUHUI_DATABASE_URL": f"{args.server.rstrip('/')}/{db}",
+           "PUHUI_ENV": "development", "PUHUI_JWT_SECRET": SECRET, "PUHUI_JWT_ISSUER": ISSUER,
+           "PUHUI_JWT_AUDIENCE": AUDIENCE, "PUHUI_LOG_LEVEL": "WARNING", "BENCH_DSN": dsn,
+           "BENCH_POOL_SIZE": os.environ.get("PUHUI_DB_POOL_SIZE", "20")}
+    env.pop("PUHUI_REDIS_URL", None)
+    if args.redis:
+        env["PUHUI_REDIS_URL"] = args.redis
+    work = Path(tempfile.mkdtemp(prefix="puhui-bench-account-"))
+    try:
+        await asyncio.to_thread(subprocess.run, [PUHUI, "migrate"], env=env, cwd=ROOT, check=True,
+                                stdout=subprocess.DEVNULL)
+        log.info("seeding %d residents", args.residents)
+        await seed(dsn, args.residents)
+        await asyncio.to_thread(compute_credit, env)
+        write_tokens(work / "tokens.txt", args.residents)
+        query, whole = await asyncio.to_thread(choose_query, env)
+        uvicorn_flags = ["--port", str(args.port), "--workers", str(args.workers)]
+        graphql, graphql_account = await measure(
+            args, "graphql", [PUHUI, "serve", *uvicorn_flags], env, "/graphql", query, work)
+        bare, bare_account = await measure(
+            args, "bare", [sys.executable, "-m", "uvicorn", "account_query:bare_app", "--factory",
+                           "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1", *uvicorn_flags,
+                           "--no-access-log", "--proxy-headers", "--log-level", "warning"],
+            env, "/account", query, work)
+        agree = {k: graphql_account[k] == bare_account.get(k) for k in graphql_account}
+        print(f"residents {args.residents}, {args.connections} connections, {args.workers} workers, "
+              f"{args.duration} s each after {args.warmup} s warm-up, PostgreSQL")
+        print("query: " + ("the contract's MyAccount" if whole else
+                           "subset (the contract's MyAccount does not validate yet): " + SUBSET))
+        graphql_rate = report("GraphQL", graphql)
+        bare_rate = report("bare", bare)
+        print(f"ratio     {graphql_rate / bare_rate:9.2f}  (GraphQL req/s / bare req/s; target >= 0.5;"
+              f" p99 target < 50 ms)")
+        print(f"same figures from both for the first resident: {all(agree.values())} "
+              f"({', '.join(k for k, same in agree.items() if not same) or 'all fields'})")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            admin = await asyncpg.connect(_dsn(args.server, "postgres"))
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await admin.close()
+        else:
+            log.info("kept database %s", db)
+
+
+def main() -> None:
+    """Entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(run(parse_args()))
+
+
+if __name__ == "__main__":
+    main()
