@@ -6,12 +6,6 @@ from typing import Any
 
 import strawberry
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    ValidationCache,
-)
 from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.schema.config import StrawberryConfig
@@ -19,12 +13,13 @@ from strawberry.tools import merge_types
 
 from app.settings import get_settings
 from graphql_schema import account, mall, points, records, registry, retirement
-from graphql_schema.errors import ErrorCodes
+from graphql_schema.pipeline import request_pipeline
 from graphql_schema.scalars import SCALAR_MAP
 
 MAX_DEPTH = 10
 MAX_TOKENS = 5000
 MAX_ALIASES = 30
+CACHE_SIZE = 1024  # distinct query texts whose parse and validation are kept
 
 DOMAINS: list[Any] = [account, records, registry, points, mall, retirement]
 
@@ -38,7 +33,8 @@ class PuhuiSchema(strawberry.Schema):
     """strawberry's Schema without its per-error ERROR log with traceback.
 
     Refusals (UNAUTHENTICATED, validation failures, typed input errors) are the client's doing and
-    are not logged; ErrorCodes logs every unexpected error once, with its traceback.
+    are not logged; ErrorCodes (in the request pipeline) logs every unexpected error once, with its
+    traceback.
     """
 
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
@@ -48,16 +44,13 @@ class PuhuiSchema(strawberry.Schema):
 def build_schema() -> strawberry.Schema:
     """Assemble the schema from every domain's Query, Mutation and Subscription."""
     settings = get_settings()
-    # Rule classes are built once here: new classes per request would defeat ValidationCache.
+    # Rule classes are built once here: new classes per request would defeat the validation cache.
     rules: list[Any] = [depth_rule(MAX_DEPTH, None, None), alias_rule(MAX_ALIASES)]
     if settings.production:
         rules.append(NoSchemaIntrospectionCustomRule)
     extensions: list[Any] = [
-        lambda: ErrorCodes(production=settings.production),
-        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: ParserCache(maxsize=1024),
-        lambda: ValidationCache(maxsize=1024),
-        lambda: AddValidationRules(rules),
+        request_pipeline(production=settings.production, rules=tuple(rules),
+                         max_tokens=MAX_TOKENS, cache_size=CACHE_SIZE),
     ]
     return PuhuiSchema(
         query=_merged("Query"),
