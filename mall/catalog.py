@@ -16,7 +16,10 @@ stock falls by the second. So the cache keeps two things apart:
   not force 1,000 rebuilds; the list shows sold-out items at 0 the moment the counter reaches 0.
 
 A read costs three store round trips on a hit (version, page, stock) and no database query. If
-the store fails, the list is read from the database directly.
+the store fails, the list is read from the database directly. Without Redis (the in-process
+stand-in) each worker keeps its own pages and counters: a change made through one worker
+reaches another within PAGE_TTL seconds, and its stock gate only pre-filters (the database
+decides), so production runs with Redis.
 """
 
 from __future__ import annotations

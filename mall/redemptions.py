@@ -9,8 +9,8 @@ RedeemRight is the flash-sale path. In order:
    Then the two hot statements, last, so their row locks are held for the shortest time: the
    conditional stock UPDATE (`stock_remaining >= quantity`) and the ledger posting that moves
    the points to the merchant pool (locks the resident and pool accounts in id order).
-3. After commit: the replay mark, the account-change notice and the credit refresh. Any refusal
-   or failure gives the gate its quantity back.
+3. After commit: the replay mark; then, without holding up the answer, the account-change
+   notices and the credit refresh. Any refusal or failure gives the gate its quantity back.
 
 Every path that gives stock back (cancel, expiry) locks in the same order: redemption row,
 tally row, right row, accounts. No two paths wait on each other in opposite orders.
@@ -101,6 +101,12 @@ async def _raise_tally(
         raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
 
 
+async def _notify(participant_id: int, pool_holder: int) -> None:
+    """After a redemption commits: tell both accounts' subscribers, refresh the credit standing."""
+    await account_changed([participant_id, pool_holder])
+    await refresh_credit(participant_id)
+
+
 def _queue(right_id: int) -> asyncio.Semaphore:
     """The per-process queue in front of one right's transactions (few connections per hot row)."""
     queue = _queues.get(right_id)
@@ -129,8 +135,7 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
             await stock_gate.put_back(right_id, quantity)
     if pool_holder is not None:
         await stock_gate.mark_redeemed(principal.subject, key)
-        await account_changed([participant_id, pool_holder])
-        _after_response(refresh_credit(participant_id))
+        _after_response(_notify(participant_id, pool_holder))
     return result
 
 
