@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 
 from app.redis import get_store
+from app.settings import get_settings
 
 log = logging.getLogger(__name__)
 JOB_INTERVAL = 60
 FIRST_RUN_DELAY = 5
-LEASE_KEY = "puhui:jobs:lease"
 
 
 async def run_all_once() -> dict[str, int]:
@@ -31,9 +32,15 @@ async def run_all_once() -> dict[str, int]:
     return {"vouchers_expired": await expire_due()}
 
 
+def lease_key() -> str:
+    """The store key of the jobs lease, one per database (servers of other databases may share Redis)."""
+    digest = hashlib.sha256(get_settings().database_url.encode()).hexdigest()[:10]
+    return f"puhui:jobs:{digest}:lease"
+
+
 async def _take_lease(interval: int) -> bool:
     try:
-        return await get_store().set_nx(LEASE_KEY, str(os.getpid()), interval)
+        return await get_store().set_nx(lease_key(), str(os.getpid()), interval)
     except Exception:  # noqa: BLE001 - without the store every worker runs; the jobs are idempotent
         log.warning("jobs lease unavailable; running without it")
         return True

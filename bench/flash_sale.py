@@ -36,6 +36,7 @@ from bench.mall_common import (  # noqa: E402
     Bench,
     LoadResult,
     contract_operations,
+    cpu_seconds,
     graphql,
     merchant_with_rights,
     post_bytes,
@@ -175,7 +176,9 @@ async def run(args: argparse.Namespace) -> None:
         requests = await asyncio.to_thread(sale_requests, args, right_id)
         log.info("the sale: %d residents, stock %d, %d connections", args.residents, args.stock,
                  args.connections)
+        cpu_before = cpu_seconds(server)
         sale = await run_load("127.0.0.1", args.port, requests, args.connections)
+        server_cpu = cpu_seconds(server) - cpu_before
         stop(server)
         server = None
         counts = classify(sale)
@@ -194,6 +197,8 @@ async def run(args: argparse.Namespace) -> None:
         print(f"bare loop  attempts/s {bare_rate:8.0f}   p50 {bare.percentile(50) * 1000:7.1f} ms"
               f"   p99 {bare.percentile(99) * 1000:7.1f} ms   ({bare.seconds:.2f} s, {bare_ok} sold)")
         print(f"ratio service / bare loop: {rate / bare_rate:.2f} (target >= 0.5)")
+        print(f"server CPU during the sale: {server_cpu:.1f} s, {server_cpu / args.residents * 1000:.2f} ms"
+              " per attempt (a figure that does not depend on what else the machine runs)")
         print(f"answers: {counts['ok']} redeemed, {counts['out_of_stock']} OUT_OF_STOCK, "
               f"{counts['other']} other; HTTP statuses {sale.statuses}")
         print(f"database: {figures['redemptions']} redemptions by {figures['buyers']} residents, "

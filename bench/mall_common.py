@@ -98,6 +98,23 @@ class Bench:
         return done.returncode == 0
 
 
+def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
+    """CPU time (user + system) used so far by a server and its worker processes (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(entry.name), int(fields[1])
+        if pid == server.pid or ppid == server.pid:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def stop(server: subprocess.Popen[bytes]) -> None:
     """Stop a server's whole process group."""
     if server.poll() is None:
