@@ -80,6 +80,7 @@ function response(status, headers, body)
     ok = ok + 1
   else
     refused = refused + 1
+    if refused <= 3 then io.stderr:write("REFUSED " .. body .. "\n") end
   end
 end
 
@@ -226,6 +227,9 @@ def run_wrk(args: argparse.Namespace, script: Path, tokens: Path) -> dict:
          "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{args.port}", "--", str(tokens)],
         capture_output=True, text=True, check=True,
     )
+    for line in done.stderr.splitlines():
+        if line.startswith("REFUSED "):
+            log.warning("refused: %s", line[len("REFUSED "):][:500])
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
