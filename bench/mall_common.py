@@ -192,6 +192,8 @@ async def graphql(client: httpx.AsyncClient, name: str, variables: dict, auth: s
     response = await client.post("/graphql", json={
         "query": contract_operations()[name], "variables": variables},
         headers={"authorization": f"Bearer {auth}"})
+    if response.status_code >= 500 or not response.content.startswith(b"{"):
+        raise RuntimeError(f"{name}: HTTP {response.status_code} {response.text[:500]}")
     body = response.json()
     if body.get("errors"):
         raise RuntimeError(f"{name}: {body['errors']}")
