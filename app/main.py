@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -47,6 +48,10 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         if manage_db:
             await init_db(settings)
         get_store(settings)
+        # What startup built (schema, models, caches) lives as long as the process: keep it out
+        # of every later collection, or a full collection costs ~80 ms of one request's latency.
+        gc.collect()
+        gc.freeze()
         jobs = start_jobs()
         try:
             yield

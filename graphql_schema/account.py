@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 import strawberry
@@ -11,7 +12,6 @@ from app.ledger import queries as ledger_queries
 from app.ledger.accounts import holder_account_id
 from app.ledger.models import Asset, Entry, EntryKind
 from app.ledger.verify import system_totals
-from app.participants import Participant
 from graphql_schema.ids import encode_id
 from graphql_schema.mall_types import Redemption, redemption_connection
 from graphql_schema.pagination import Connection, build_connection, decode_cursor, page_size
@@ -93,9 +93,13 @@ class CarbonAccount:
 
 async def load_account(participant_id: int) -> CarbonAccount:
     """The carbon account of a participant, its available balances and growth in one query."""
-    view = await account_view(participant_id)
+    return account_of(await account_view(participant_id))
+
+
+def account_of(view: AccountView) -> CarbonAccount:
+    """The CarbonAccount of an account view."""
     return CarbonAccount(
-        participant_id=participant_id,
+        participant_id=view.participant_id,
         view=view,
         reduction_grams=view.reduction_grams,
         points=view.points,
@@ -107,6 +111,13 @@ class Me:
     """The signed-in resident."""
 
     participant_id: strawberry.Private[int]
+    # displayName and account come from one statement, read once per `me` (MyAccount's cost).
+    pending_view: strawberry.Private[asyncio.Future[AccountView] | None] = None
+
+    def _view(self) -> asyncio.Future[AccountView]:
+        if self.pending_view is None:
+            self.pending_view = asyncio.ensure_future(account_view(self.participant_id))
+        return self.pending_view
 
     @strawberry.field
     def id(self) -> strawberry.ID:
@@ -116,13 +127,12 @@ class Me:
     @strawberry.field
     async def display_name(self) -> str:
         """A display name that never reveals the identity-provider subject."""
-        row = await Participant.filter(id=self.participant_id).only("display_name").first()
-        return row.display_name if row else ""
+        return (await self._view()).display_name
 
     @strawberry.field
     async def account(self) -> CarbonAccount:
         """The resident's carbon account."""
-        return await load_account(self.participant_id)
+        return account_of(await self._view())
 
     @strawberry.field(description="Experience, level, next level and the growth history.")
     async def growth(self) -> Growth:

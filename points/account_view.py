@@ -10,7 +10,8 @@ from points.rules import Level
 from points.sql import fetch
 
 _ACCOUNT_SQL = """
-SELECT COALESCE(g.balance, 0) AS grams_balance, COALESCE(g.pending, 0) AS grams_pending,
+SELECT pt.display_name AS display_name,
+       COALESCE(g.balance, 0) AS grams_balance, COALESCE(g.pending, 0) AS grams_pending,
        COALESCE(p.balance, 0) AS points_balance, COALESCE(p.pending, 0) AS points_pending,
        COALESCE(x.total, 0) AS experience,
        c.score AS score, c.grade AS grade, c.factors AS factors, c.updated_at AS updated_at,
@@ -37,6 +38,7 @@ class AccountView:
     points: int
     growth: Growth
     credit_row: dict
+    display_name: str = ""
 
     async def credit(self) -> Standing:
         """The credit standing, recomputed first when the stored one is missing or stale."""
@@ -64,4 +66,5 @@ async def account_view(participant_id: int) -> AccountView:
         points=int(first["points_balance"]) - int(first["points_pending"]),
         growth=growth_of(int(first["experience"]), table),
         credit_row=first,
+        display_name=first["display_name"],
     )
