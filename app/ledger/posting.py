@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Subquery
 
+from app.db import dialect
 from app.errors import InsufficientPoints, InsufficientReductions, InvalidInput, NotEligible
 from app.ledger.models import (
     Account,
@@ -59,18 +61,14 @@ def _shortfall(asset: Asset, available: int, wanted: int) -> Exception:
 async def lock_accounts(conn: BaseDBAsyncClient, ids: Sequence[int]) -> dict[int, Account]:
     """Lock accounts FOR UPDATE in ascending id order and return them by id."""
     unique = sorted(set(ids))
-    rows = (
-        await Account.filter(id__in=unique).order_by("id").select_for_update().using_db(conn)
-    )
+    rows = await Account.filter(id__in=unique).order_by("id").select_for_update().using_db(conn)
     found = {row.id: row for row in rows}
     if len(found) != len(unique):
         raise InvalidInput("Unknown ledger account.")
     return found
 
 
-async def _draw_lots(
-    conn: BaseDBAsyncClient, posting: Posting, account: Account
-) -> list[tuple[int, int]]:
+async def _draw_lots(conn: BaseDBAsyncClient, posting: Posting, account: Account) -> list[tuple[int, int]]:
     """Pick lots from the debit account, oldest first (or as given), within its holdings."""
     query = LotHolding.filter(account_id=account.id, balance__gt=0)
     if posting.lot_class is not None:
@@ -94,36 +92,54 @@ async def _draw_lots(
     total = sum(held.values())
     if posting.lot_class is not None:
         raise NotEligible(
-            f"Only {total} g of class {posting.lot_class} reductions are held; "
-            f"{posting.amount} g needed."
+            f"Only {total} g of class {posting.lot_class} reductions are held; {posting.amount} g needed."
         )
     raise _shortfall(posting.asset, total, posting.amount)
 
 
-async def _move_lots(
-    conn: BaseDBAsyncClient, debit: Account, credit: Account, lots: list[tuple[int, int]]
-) -> None:
-    for lot_id, amount in lots:
-        if debit.kind != AccountKind.ISSUANCE:
-            await LotHolding.filter(account_id=debit.id, lot_id=lot_id).using_db(conn).update(
-                balance=F("balance") - amount
-            )
-        if credit.kind != AccountKind.ISSUANCE:
-            updated = await (
-                LotHolding.filter(account_id=credit.id, lot_id=lot_id)
-                .using_db(conn)
-                .update(balance=F("balance") + amount)
-            )
-            if not updated:
-                await LotHolding.create(
-                    account_id=credit.id, lot_id=lot_id, balance=amount, using_db=conn
-                )
+_meta: dict[int, tuple[str, str]] = {}
+_META_LIMIT = 200_000
+
+
+async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, tuple[str, str]]:
+    """(asset, kind) of each account; both never change, so they are remembered per process."""
+    missing = [i for i in ids if i not in _meta]
+    if missing:
+        if len(_meta) > _META_LIMIT:
+            _meta.clear()
+        rows = await Account.filter(id__in=missing).using_db(conn).values_list("id", "asset", "kind")
+        for account_id, asset, kind in rows:
+            _meta[account_id] = (asset, kind)
+    if any(i not in _meta for i in ids):
+        raise InvalidInput("Unknown ledger account.")
+    return {i: _meta[i] for i in ids}
+
+
+def _sql(template: str) -> str:
+    """Raw SQL with the connection's placeholder style ($1 on asyncpg, ? on SQLite)."""
+    if dialect() == "sqlite":
+        return re.sub(r"\$\d+", "?", template)
+    return template
+
+
+_ADD_TO_HOLDING = """
+INSERT INTO ledger_lot_holding (account_id, lot_id, balance) VALUES ($1, $2, $3)
+ON CONFLICT (account_id, lot_id) DO UPDATE SET balance = ledger_lot_holding.balance + EXCLUDED.balance
+"""
+_ADD_TO_BALANCE = "UPDATE ledger_account SET balance = balance + $1 WHERE id = $2 RETURNING balance"
 
 
 async def post(
     conn: BaseDBAsyncClient, postings: Sequence[Posting], now: datetime | None = None
 ) -> list[Posted]:
-    """Post transfers inside `conn`'s transaction; raise before writing anything if one fails."""
+    """Post transfers inside `conn`'s transaction; raise before writing anything if one fails.
+
+    Only accounts that are debited (issuance accounts aside) are locked FOR UPDATE, in id order,
+    and checked against their available balance. Accounts that are only credited, and the
+    issuance accounts, take one atomic `balance = balance + delta` at the very end: a hot
+    account (the conversion reserve, a merchant pool, the issuance accounts) is then locked only
+    from that statement to the commit, not for the whole transaction.
+    """
     if not postings:
         return []
     now = now or datetime.now(UTC)
@@ -132,53 +148,100 @@ async def post(
             raise InvalidInput("A transfer amount must be positive.")
         if p.debit == p.credit:
             raise InvalidInput("A transfer needs two different accounts.")
-    accounts = await lock_accounts(conn, [a for p in postings for a in (p.debit, p.credit)])
-    balance = {a.id: a.balance for a in accounts.values()}
-    pending = {a.id: a.pending for a in accounts.values()}
+    meta = await _account_meta(conn, {a for p in postings for a in (p.debit, p.credit)})
+    checked = {p.debit for p in postings if meta[p.debit][1] != AccountKind.ISSUANCE}
+    locked = await lock_accounts(conn, sorted(checked)) if checked else {}
+    balance = {a.id: a.balance for a in locked.values()}
+    pending = {a.id: a.pending for a in locked.values()}
+    deferred: dict[int, int] = {}
 
-    plans: list[tuple[Posting, list[tuple[int, int]], int, int]] = []
+    plans: list[tuple[Posting, list[tuple[int, int]]]] = []
     for p in postings:
-        debit, credit = accounts[p.debit], accounts[p.credit]
-        if debit.asset != p.asset or credit.asset != p.asset:
+        if meta[p.debit][0] != p.asset or meta[p.credit][0] != p.asset:
             raise InvalidInput("Both accounts of a transfer must hold its asset.")
         if p.release_pending:
-            if p.release_pending > pending[debit.id]:
+            if p.debit not in locked or p.release_pending > pending[p.debit]:
                 raise InvalidInput("Cannot release more than the pending hold.")
-            pending[debit.id] -= p.release_pending
-        if debit.kind != AccountKind.ISSUANCE:
-            available = balance[debit.id] - pending[debit.id]
+            pending[p.debit] -= p.release_pending
+        lots: list[tuple[int, int]] = []
+        if p.debit in locked:
+            available = balance[p.debit] - pending[p.debit]
             if available < p.amount:
                 raise _shortfall(p.asset, max(available, 0), p.amount)
-        lots: list[tuple[int, int]] = []
-        if p.asset == Asset.REDUCTION_GRAMS:
-            if debit.kind == AccountKind.ISSUANCE:
+            if p.asset == Asset.REDUCTION_GRAMS:
+                lots = await _draw_lots(conn, p, locked[p.debit])
+            balance[p.debit] -= p.amount
+        else:
+            if p.asset == Asset.REDUCTION_GRAMS:
                 if not p.lots or sum(a for _, a in p.lots) != p.amount:
                     raise InvalidInput("Issued grams must name their lots.")
                 lots = list(p.lots)
-            else:
-                lots = await _draw_lots(conn, p, debit)
-        balance[debit.id] -= p.amount
-        balance[credit.id] += p.amount
-        plans.append((p, lots, balance[debit.id], balance[credit.id]))
+            deferred[p.debit] = deferred.get(p.debit, 0) - p.amount
+        if p.credit in locked:
+            balance[p.credit] += p.amount
+        else:
+            deferred[p.credit] = deferred.get(p.credit, 0) + p.amount
+        plans.append((p, lots))
 
+    # Writes: the locked accounts first, the deferred (possibly hot) accounts last.
+    for account_id, row in locked.items():
+        if (balance[account_id], pending[account_id]) != (row.balance, row.pending):
+            await (
+                Account.filter(id=account_id)
+                .using_db(conn)
+                .update(balance=balance[account_id], pending=pending[account_id])
+            )
+    transfers: list[Transfer] = []
+    for p, lots in plans:
+        transfers.append(
+            await Transfer.create(
+                asset=p.asset.value,
+                kind=p.kind.value,
+                debit_account_id=p.debit,
+                credit_account_id=p.credit,
+                amount=p.amount,
+                reference=p.reference[:96],
+                memo=p.memo[:256],
+                reverses_id=p.reverses_id,
+                created_at=now,
+                using_db=conn,
+            )
+        )
+        for lot_id, amount in lots:
+            if p.debit in locked:
+                await (
+                    LotHolding.filter(account_id=p.debit, lot_id=lot_id)
+                    .using_db(conn)
+                    .update(balance=F("balance") - amount)
+                )
+            if p.credit in locked:
+                await _add_to_holding(conn, p.credit, lot_id, amount)
+
+    final: dict[int, int] = {}
+    for account_id in sorted(deferred):
+        rows = await conn.execute_query_dict(_sql(_ADD_TO_BALANCE), [deferred[account_id], account_id])
+        final[account_id] = int(rows[0]["balance"])
+    for p, lots in plans:
+        if p.credit in deferred and meta[p.credit][1] != AccountKind.ISSUANCE:
+            for lot_id, amount in lots:
+                await _add_to_holding(conn, p.credit, lot_id, amount)
+
+    # balance_after: locked accounts replay from their locked balance, deferred ones back
+    # from the balance their single update returned.
+    running = {a.id: a.balance for a in locked.values()}
+    later = dict(deferred)
     posted: list[Posted] = []
     entries: list[Entry] = []
     transfer_lots: list[TransferLot] = []
-    for p, lots, debit_after, credit_after in plans:
-        transfer = await Transfer.create(
-            asset=p.asset.value,
-            kind=p.kind.value,
-            debit_account_id=p.debit,
-            credit_account_id=p.credit,
-            amount=p.amount,
-            reference=p.reference[:96],
-            memo=p.memo[:256],
-            reverses_id=p.reverses_id,
-            created_at=now,
-            using_db=conn,
-        )
-        sides = ((p.debit, -p.amount, debit_after), (p.credit, p.amount, credit_after))
-        for account_id, signed, after in sides:
+    for (p, lots), transfer in zip(plans, transfers, strict=True):
+        after: dict[int, int] = {}
+        for account_id, signed in ((p.debit, -p.amount), (p.credit, p.amount)):
+            if account_id in running:
+                running[account_id] += signed
+                after[account_id] = running[account_id]
+            else:
+                later[account_id] -= signed
+                after[account_id] = final[account_id] - later[account_id]
             entries.append(
                 Entry(
                     account_id=account_id,
@@ -186,30 +249,23 @@ async def post(
                     asset=p.asset.value,
                     kind=p.kind.value,
                     amount=signed,
-                    balance_after=after,
+                    balance_after=after[account_id],
                     memo=p.memo[:256],
                     created_at=now,
                 )
             )
         transfer_lots.extend(
-            TransferLot(transfer_id=transfer.id, lot_id=lot_id, amount=amount)
-            for lot_id, amount in lots
+            TransferLot(transfer_id=transfer.id, lot_id=lot_id, amount=amount) for lot_id, amount in lots
         )
-        if lots:
-            await _move_lots(conn, accounts[p.debit], accounts[p.credit], lots)
-        posted.append(Posted(transfer.id, debit_after, credit_after, lots))
-
+        posted.append(Posted(transfer.id, after[p.debit], after[p.credit], lots))
     await Entry.bulk_create(entries, using_db=conn)
     if transfer_lots:
         await TransferLot.bulk_create(transfer_lots, using_db=conn)
-    for account_id in accounts:
-        if balance[account_id] != accounts[account_id].balance or pending[account_id] != accounts[
-            account_id
-        ].pending:
-            await Account.filter(id=account_id).using_db(conn).update(
-                balance=balance[account_id], pending=pending[account_id]
-            )
     return posted
+
+
+async def _add_to_holding(conn: BaseDBAsyncClient, account_id: int, lot_id: int, amount: int) -> None:
+    await conn.execute_query(_sql(_ADD_TO_HOLDING), [account_id, lot_id, amount])
 
 
 async def hold(conn: BaseDBAsyncClient, account_id: int, amount: int) -> int:
