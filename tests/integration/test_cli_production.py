@@ -137,3 +137,6 @@ async def test_healthz_is_503_once_the_database_is_gone(production):
             response = await http.get("/healthz")
             assert response.status_code == 503
             assert response.json()["database"] == "unreachable"
+            # An anonymous request costs the database nothing: it is still answered.
+            anonymous = await http.post("/graphql", json={"query": "{ __typename }"})
+            assert anonymous.json() == {"data": {"__typename": "Query"}}
