@@ -157,7 +157,7 @@ def _bare_account(rows: list[asyncpg.Record]) -> dict[str, Any]:
 def bare_app() -> Starlette:
     """The bare endpoint: verify the JWT, read the rows with asyncpg, answer JSON (uvicorn factory)."""
     dsn = os.environ["BENCH_DSN"]
-    pool_size = int(os.environ.get("BENCH_POOL_SIZE", "20"))
+    pool_size = int(os.environ["BENCH_POOL_SIZE"])
     state: dict[str, asyncpg.Pool] = {}
 
     @contextlib.asynccontextmanager
@@ -202,6 +202,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the duration is split in")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of load before measuring")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pool-size", type=int, default=10,
+                        help="database connections per worker, for both servers (both run at once:"
+                             " 2 servers x workers x pool must stay under max_connections)")
     parser.add_argument("--port", type=int, default=8792, help="GraphQL port; the bare one is +1")
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL (a database is created on it and dropped)")
@@ -458,7 +461,7 @@ async def run(args: argparse.Namespace) -> None:
     env = {**os.environ, "PUHUI_DATABASE_URL": f"{args.server.rstrip('/')}/{db}",
            "PUHUI_ENV": "development", "PUHUI_JWT_SECRET": SECRET, "PUHUI_JWT_ISSUER": ISSUER,
            "PUHUI_JWT_AUDIENCE": AUDIENCE, "PUHUI_LOG_LEVEL": "WARNING", "BENCH_DSN": dsn,
-           "BENCH_POOL_SIZE": os.environ.get("PUHUI_DB_POOL_SIZE", "20")}
+           "PUHUI_DB_POOL_SIZE": str(args.pool_size), "BENCH_POOL_SIZE": str(args.pool_size)}
     env.pop("PUHUI_REDIS_URL", None)
     if args.redis:
         env["PUHUI_REDIS_URL"] = args.redis
