@@ -37,6 +37,7 @@ from bench.mall_common import (  # noqa: E402
     LoadResult,
     contract_operations,
     cpu_seconds,
+    free_port,
     graphql,
     merchant_with_rights,
     post_bytes,
@@ -59,7 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--price", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=8793)
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL (a database is created on it and dropped)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/4", help="PUHUI_REDIS_URL")
@@ -162,6 +163,7 @@ async def bare_loop(bench: Bench, attempts: int, stock: int, price: int, connect
 
 async def run(args: argparse.Namespace) -> None:
     """The whole benchmark; the database is dropped at the end unless --keep."""
+    args.port = args.port or free_port()
     bench = Bench(args.server, args.redis)
     await bench.create()
     server = None

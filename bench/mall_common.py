@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +97,13 @@ class Bench:
         if done.returncode != 0:
             log.error("ledger verify failed: %s", done.stdout[-2000:])
         return done.returncode == 0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (other benches may run at once)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def cpu_seconds(server: subprocess.Popen[bytes]) -> float:

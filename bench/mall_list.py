@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.mall_common import (  # noqa: E402
     Bench,
     contract_operations,
+    free_port,
     graphql,
     merchant_with_rights,
     sign,
@@ -93,7 +94,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--duration", type=int, default=20, help="seconds of load")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=8794)
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL (a database is created on it and dropped)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/4",
@@ -119,6 +120,7 @@ async def run(args: argparse.Namespace) -> None:
     """The whole benchmark; the database is dropped at the end unless --keep."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install -y wrk")
+    args.port = args.port or free_port()
     bench = Bench(args.server, args.redis or None)
     await bench.create()
     server = None
