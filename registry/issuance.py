@@ -44,12 +44,22 @@ class Issued:
 
 
 def _unissued(scenario: Scenario, period_end: datetime):  # noqa: ANN202 - a tortoise queryset
-    """Records with earned grams in (issued_through, period_end]."""
+    """Records with earned grams in (issued_through, period_end].
+
+    The bounds on `day` (the Shanghai day of occurred_at) let the (scenario, day, participant)
+    index read only the days of the period.
+    """
     query = ScenarioRecord.filter(
-        scenario_id=scenario.id, occurred_at__lte=period_end, earned_grams__gt=0
+        scenario_id=scenario.id,
+        day__lte=rules.shanghai_day(period_end),
+        occurred_at__lte=period_end,
+        earned_grams__gt=0,
     )
     if scenario.issued_through is not None:
-        query = query.filter(occurred_at__gt=scenario.issued_through)
+        query = query.filter(
+            day__gte=rules.shanghai_day(scenario.issued_through),
+            occurred_at__gt=scenario.issued_through,
+        )
     return query
 
 

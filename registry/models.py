@@ -158,7 +158,11 @@ class ScenarioAuthorization(Model):
 
 
 class ScenarioRecord(Model):
-    """One operator activity record: what it computed and what it earned under the daily cap."""
+    """One operator activity record: what it computed and what it earned under the daily cap.
+
+    The (scenario, day, participant) index gives the grams a person already earned that day (the
+    daily cap) and bounds an issuance to the days of its period.
+    """
 
     id = fields.BigIntField(primary_key=True)
     scenario_id = fields.BigIntField()
@@ -169,36 +173,17 @@ class ScenarioRecord(Model):
     earned_grams = fields.BigIntField()
     occurred_at = fields.DatetimeField()
     day = fields.DateField()
-    issuance_id = fields.BigIntField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "registry_scenario_record"
-        indexes = (("scenario_id", "issuance_id", "occurred_at"),)
+        indexes = (("scenario_id", "day", "participant_id"),)
         constraints = [
             CheckConstraint(
                 check="earned_grams >= 0 AND earned_grams <= computed_grams",
                 name="registry_record_earned_within_computed",
             ),
             UniqueConstraint(fields=("scenario_id", "external_ref"), name="registry_record_once"),
-        ]
-
-
-class DailyUsage(Model):
-    """Grams a person has earned in one scenario on one Asia/Shanghai day (for the cap)."""
-
-    id = fields.BigIntField(primary_key=True)
-    scenario_id = fields.BigIntField()
-    participant_id = fields.BigIntField()
-    day = fields.DateField()
-    grams = fields.BigIntField(default=0)
-
-    class Meta:
-        table = "registry_daily_usage"
-        constraints = [
-            UniqueConstraint(
-                fields=("scenario_id", "participant_id", "day"), name="registry_daily_usage_once"
-            )
         ]
 
 

@@ -3,6 +3,9 @@
 A batch is applied in one transaction holding the scenario row lock (FOR UPDATE on PostgreSQL),
 so concurrent batches of one scenario never both spend the same daily cap nor count one
 externalRef twice, and an issuance never runs between reading `issued_through` and writing.
+The grams a person already earned on a day are read from the stored records themselves (their
+(scenario, day, participant) index) under that lock. Both backends decide with the same pure
+`rules.decide`; only the lookups and the writes differ (`registry.records_sql` on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -14,22 +17,18 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F
+from tortoise.functions import Sum
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
+from app.db import dialect
 from app.errors import InvalidInput, InvalidState, NotFound
 from app.participants import Participant
-from registry import rules
+from registry import records_sql, rules
 from registry.authorizations import active_authorizations
-from registry.models import (
-    DailyUsage,
-    Methodology,
-    Scenario,
-    ScenarioRecord,
-    ScenarioStatus,
-)
-from registry.rules import Item, Outcome, Rejection
+from registry.models import Methodology, Scenario, ScenarioRecord, ScenarioStatus
+from registry.records_sql import AlreadyStored
+from registry.rules import Decision, Item, Locked, Outcome, Rejection, Terms
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +43,6 @@ class RecordInput:
     quantity: Any
     occurred_at: Any
     external_ref: Any
-
-
-@dataclass(frozen=True)
-class Terms:
-    """What applying records needs to know of a scenario and its methodology."""
-
-    scenario_id: int
-    code: str
-    grams_per_unit: int
-    daily_cap: int | None
-
-
-@dataclass(frozen=True)
-class Locked:
-    """The scenario row as read under its lock: the end of its issued period."""
-
-    issued_through: datetime | None
 
 
 async def scenario_terms(principal: Principal, scenario_code: str) -> Terms:
@@ -114,10 +96,34 @@ async def submit_scenario_records(
 
 
 async def apply_batch(terms: Terms, entries: list[Item | Rejection], now: datetime) -> Outcome:
-    """Apply checked entries in one transaction under the scenario lock (portable path)."""
+    """Apply checked entries in one transaction under the scenario lock; the per-item answer.
+
+    On PostgreSQL the batch is first written assuming none of its externalRefs is stored yet (a
+    resend is rare), which spares a lookup per record; when one was, the unique constraint
+    refuses the write, the transaction rolls back, and the batch is applied again with every
+    externalRef looked up. Both give the same answer.
+    """
+    items = [e for e in entries if isinstance(e, Item)]
+    postgres = dialect() == "postgres"
+    try:
+        decision = await _apply(terms, items, now, postgres, probe=not postgres)
+    except AlreadyStored:
+        decision = await _apply(terms, items, now, postgres, probe=True)
+    rejected = decision.rejected + [e for e in entries if isinstance(e, Rejection)]
+    rejected.sort(key=lambda r: r.index)
+    return Outcome(len(decision.accepted), decision.duplicates, rejected)
+
+
+async def _apply(
+    terms: Terms, items: list[Item], now: datetime, postgres: bool, probe: bool
+) -> Decision:
     async with in_transaction() as conn:
         locked = await lock_scenario(conn, terms)
-        return await apply_items(conn, terms, locked, entries, now)
+        if not items:
+            return Decision()
+        if postgres:
+            return await records_sql.apply_items(conn, terms, locked, items, now, probe=probe)
+        return await apply_items(conn, terms, locked, items, now)
 
 
 async def _stored_refs(conn: BaseDBAsyncClient, scenario_id: int, refs: set[str]) -> set[str]:
@@ -149,92 +155,52 @@ async def _residents(conn: BaseDBAsyncClient, subjects: Iterable[str]) -> dict[s
 async def _usage(
     conn: BaseDBAsyncClient, scenario_id: int, keys: set[tuple[int, date]]
 ) -> dict[tuple[int, date], int]:
+    """Grams already earned per (participant, day), summed from the stored records."""
     used: dict[tuple[int, date], int] = {}
     people = sorted({pid for pid, _ in keys})
     days = sorted({day for _, day in keys})
     for start in range(0, len(people), _IN_CHUNK):
         rows = await (
-            DailyUsage.filter(
+            ScenarioRecord.filter(
                 scenario_id=scenario_id, participant_id__in=people[start : start + _IN_CHUNK], day__in=days
             )
             .using_db(conn)
+            .group_by("participant_id", "day")
+            .annotate(grams=Sum("earned_grams"))
             .values_list("participant_id", "day", "grams")
         )
-        used.update({(pid, day): grams for pid, day, grams in rows if (pid, day) in keys})
+        used.update({(pid, day): int(grams) for pid, day, grams in rows if (pid, day) in keys})
     return used
 
 
 async def apply_items(
-    conn: BaseDBAsyncClient,
-    terms: Terms,
-    locked: Locked,
-    entries: list[Item | Rejection],
-    now: datetime,
-) -> Outcome:
-    """Count, reject or accept each entry in index order, clipping at the daily cap."""
-    outcome = Outcome()
-    items = sorted((e for e in entries if isinstance(e, Item)), key=lambda e: e.index)
-    rejected = [e for e in entries if isinstance(e, Rejection)]
+    conn: BaseDBAsyncClient, terms: Terms, locked: Locked, items: list[Item], now: datetime
+) -> Decision:
+    """The portable path: look everything up with the ORM, decide, insert the accepted records."""
     seen = await _stored_refs(conn, terms.scenario_id, {i.external_ref for i in items})
     residents = await _residents(conn, (i.subject for i in items))
-    grants = await active_authorizations(terms.code, residents.values())
-    candidates = [
-        (i, residents[i.subject]) for i in items if i.external_ref not in seen and i.subject in residents
-    ]
-    used = await _usage(conn, terms.scenario_id, {(pid, i.day) for i, pid in candidates})
-    before = dict(used)
-
-    records: list[ScenarioRecord] = []
-    for item in items:
-        if item.external_ref in seen:
-            outcome.duplicates += 1
-            continue
-        if rules.period_problem(item.occurred_at, now, locked.issued_through):
-            rejected.append(Rejection(item.index, rules.OUT_OF_PERIOD, rules.MESSAGES[rules.OUT_OF_PERIOD]))
-            continue
-        pid = residents.get(item.subject)
-        if pid is None or not rules.authorized_at(grants.get(pid, []), item.occurred_at):
-            rejected.append(Rejection(item.index, rules.NOT_AUTHORIZED, rules.MESSAGES[rules.NOT_AUTHORIZED]))
-            continue
-        key = (pid, item.day)
-        earned = rules.clip(item.grams, used.get(key, 0), terms.daily_cap)
-        used[key] = used.get(key, 0) + earned
-        seen.add(item.external_ref)
-        outcome.accepted += 1
-        records.append(
-            ScenarioRecord(
-                scenario_id=terms.scenario_id,
-                external_ref=item.external_ref,
-                participant_id=pid,
-                quantity=float(item.quantity),
-                computed_grams=item.grams,
-                earned_grams=earned,
-                occurred_at=item.occurred_at,
-                day=item.day,
-            )
+    candidates = rules.candidates(items, residents, now, locked.issued_through)
+    grants = await active_authorizations(terms.code, {pid for _, pid in candidates})
+    unauthorized = {i.index for i, pid in candidates if not rules.authorized_at(grants[pid], i.occurred_at)}
+    used: dict[tuple[int, date], int] = {}
+    if terms.daily_cap is not None:
+        used = await _usage(conn, terms.scenario_id, {(pid, i.day) for i, pid in candidates})
+    decision = rules.decide(
+        items, residents, now, locked.issued_through, terms.daily_cap, seen, unauthorized, used
+    )
+    records = [
+        ScenarioRecord(
+            scenario_id=terms.scenario_id,
+            external_ref=item.external_ref,
+            participant_id=pid,
+            quantity=float(item.quantity),
+            computed_grams=item.grams,
+            earned_grams=earned,
+            occurred_at=item.occurred_at,
+            day=item.day,
         )
+        for item, pid, earned in decision.accepted
+    ]
     if records:
         await ScenarioRecord.bulk_create(records, batch_size=500, using_db=conn)
-    await _add_usage(conn, terms.scenario_id, before, used)
-    outcome.rejected = sorted(rejected, key=lambda r: r.index)
-    return outcome
-
-
-async def _add_usage(
-    conn: BaseDBAsyncClient,
-    scenario_id: int,
-    before: dict[tuple[int, date], int],
-    after: dict[tuple[int, date], int],
-) -> None:
-    for (pid, day), grams in after.items():
-        delta = grams - before.get((pid, day), 0)
-        if delta <= 0:
-            continue
-        if (pid, day) in before:
-            await DailyUsage.filter(scenario_id=scenario_id, participant_id=pid, day=day).using_db(
-                conn
-            ).update(grams=F("grams") + delta)
-        else:
-            await DailyUsage.create(
-                scenario_id=scenario_id, participant_id=pid, day=day, grams=delta, using_db=conn
-            )
+    return decision

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from app.units import BIGINT_MAX
@@ -29,8 +30,24 @@ MESSAGES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+@dataclass(frozen=True)
+class Terms:
+    """What applying records needs to know of a scenario and its methodology."""
+
+    scenario_id: int
+    code: str
+    grams_per_unit: int
+    daily_cap: int | None
+
+
+@dataclass(frozen=True)
+class Locked:
+    """The scenario row as read under its lock: the end of its issued period."""
+
+    issued_through: datetime | None
+
+
+class Item(NamedTuple):
     """A well-formed record: who, how much, when, and the grams it computes to."""
 
     index: int
@@ -49,6 +66,16 @@ class Rejection:
     index: int
     code: str
     message: str
+
+
+@dataclass
+class Decision:
+    """What a batch of items comes to: the accepted ones (item, participant id, earned grams),
+    the duplicates counted, and the refused ones."""
+
+    accepted: list[tuple[Item, int, int]] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
 
 
 @dataclass
@@ -161,6 +188,72 @@ def period_problem(occurred_at: datetime, now: datetime, issued_through: datetim
 def authorized_at(intervals: list[tuple[datetime, datetime | None]], when: datetime) -> bool:
     """True when `when` falls in one grant interval: granted_at <= when < revoked_at."""
     return any(g <= when and (r is None or when < r) for g, r in intervals)
+
+
+def candidates(
+    items: Sequence[Item],
+    participants: Mapping[str, int],
+    now: datetime,
+    issued_through: datetime | None,
+) -> list[tuple[Item, int]]:
+    """Items in period whose person is known, with the participant id: the ones whose consent
+    and daily usage have to be looked up."""
+    return [
+        (item, pid)
+        for item in items
+        if (pid := participants.get(item.subject)) is not None
+        and not period_problem(item.occurred_at, now, issued_through)
+    ]
+
+
+def decide(
+    items: Sequence[Item],
+    participants: Mapping[str, int],
+    now: datetime,
+    issued_through: datetime | None,
+    daily_cap: int | None,
+    stored: Container[str],
+    unauthorized: Container[int],
+    used: Mapping[tuple[int, date], int],
+) -> Decision:
+    """Count, refuse or accept each item in index order, clipping at the daily cap.
+
+    `stored`: externalRefs already counted; `unauthorized`: indexes of items whose person had no
+    active consent at occurredAt; `used`: grams already earned per (participant, day). Precedence:
+    duplicate, then OUT_OF_PERIOD, then NOT_AUTHORIZED; a refused item does not use up its ref.
+    """
+    decision = Decision()
+    accepted = decision.accepted
+    rejected = decision.rejected
+    seen: set[str] = set()
+    spent: dict[tuple[int, date], int] = {}
+    latest, earliest = now, now - LOOKBACK
+    for item in sorted(items, key=_by_index):
+        ref = item.external_ref
+        if ref in seen or ref in stored:
+            decision.duplicates += 1
+            continue
+        at = item.occurred_at
+        if at > latest or at < earliest or (issued_through is not None and at <= issued_through):
+            rejected.append(Rejection(item.index, OUT_OF_PERIOD, MESSAGES[OUT_OF_PERIOD]))
+            continue
+        pid = participants.get(item.subject)
+        if pid is None or item.index in unauthorized:
+            rejected.append(Rejection(item.index, NOT_AUTHORIZED, MESSAGES[NOT_AUTHORIZED]))
+            continue
+        grams = item.grams
+        if daily_cap is not None:
+            key = (pid, item.day)
+            before = spent[key] if key in spent else used.get(key, 0)
+            grams = max(0, min(grams, daily_cap - before))
+            spent[key] = before + grams
+        seen.add(ref)
+        accepted.append((item, pid, grams))
+    return decision
+
+
+def _by_index(item: Item) -> int:
+    return item.index
 
 
 def clip(computed: int, used: int, cap: int | None) -> int:
