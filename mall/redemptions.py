@@ -6,14 +6,16 @@ RedeemRight is the flash-sale path. In order:
 2. One transaction: the idempotency claim; the right and its merchant read and checked (on sale
    now, stock, per-person limit, credit grade, points); the per-person tally raised with one
    conditional upsert (row of this person and right only); the redemption and voucher written.
-   Then the two hot statements, last, so their row locks are held for the shortest time: the
-   conditional stock UPDATE (`stock_remaining >= quantity`) and the ledger posting that moves
-   the points to the merchant pool (locks the resident and pool accounts in id order).
+   Then the hot rows, last, so their locks are held for the shortest time: the ledger posting
+   (locks the resident account, adds to the merchant pool in its final statement) and the
+   conditional stock UPDATE (`stock_remaining >= quantity`) just before the commit.
 3. After commit: the replay mark; then, without holding up the answer, the account-change
    notices and the credit refresh. Any refusal or failure gives the gate its quantity back.
 
-Every path that gives stock back (cancel, expiry) locks in the same order: redemption row,
-tally row, right row, accounts. No two paths wait on each other in opposite orders.
+Every path that touches these rows takes them in one order: redemption row, tally row, the
+resident account, the merchant pool, the right. A refund (cancel, expiry) moves points the
+other way, so it locks the resident account itself before the ledger locks the pool: no two
+paths ever wait on each other in opposite orders.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from app.events import account_changed
 from app.idempotency import check_key, claim
 from app.ledger.accounts import holder_account_id
 from app.ledger.models import Account, Asset, EntryKind
-from app.ledger.posting import Posting, post
+from app.ledger.posting import Posting, lock_accounts, post
 from app.participants import resident_id
 from app.redis import get_store
 from mall import stock_gate
@@ -182,13 +184,8 @@ async def _redeem_in_db(
             using_db=conn,
         )
         await claimed.complete({"redemption_id": redemption.id}, conn)
-        # The hot rows come last: the right's stock, then the merchant pool account.
-        taken = await Right.filter(id=right_id, stock_remaining__gte=quantity).using_db(conn).update(
-            stock_remaining=F("stock_remaining") - quantity
-        )
-        if not taken:
-            raise OutOfStock("This right is sold out.", "quantity")
-        right.stock_remaining -= quantity
+        # The hot rows come last: the ledger locks the resident's account and adds to the
+        # merchant pool in its final statement; then the right's stock, just before the commit.
         pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
         await post(
             conn,
@@ -200,6 +197,12 @@ async def _redeem_in_db(
             ],
             now=now,
         )
+        taken = await Right.filter(id=right_id, stock_remaining__gte=quantity).using_db(conn).update(
+            stock_remaining=F("stock_remaining") - quantity
+        )
+        if not taken:
+            raise OutOfStock("This right is sold out.", "quantity")
+        right.stock_remaining -= quantity
     return Redeemed(redemption.id, participant_id, redemption, right, merchant), merchant.participant_id
 
 
@@ -215,12 +218,11 @@ async def _give_back(
     await RedemptionTally.filter(
         right_id=redemption.right_id, participant_id=redemption.participant_id
     ).using_db(conn).update(quantity=F("quantity") - redemption.quantity)
-    await Right.filter(id=redemption.right_id).using_db(conn).update(
-        stock_remaining=F("stock_remaining") + redemption.quantity
-    )
     merchant_participant = (await Merchant.get(id=redemption.merchant_id).using_db(conn)).participant_id
     pool = await holder_account_id(merchant_participant, Asset.POINTS)
     points_account = await holder_account_id(redemption.participant_id, Asset.POINTS)
+    # Same order as a redemption: the resident's account, then the pool, then the stock.
+    await lock_accounts(conn, [points_account])
     try:
         await post(
             conn,
@@ -234,6 +236,9 @@ async def _give_back(
         )
     except InsufficientPoints:
         raise InvalidState("The merchant pool cannot refund this voucher now; try again later.") from None
+    await Right.filter(id=redemption.right_id).using_db(conn).update(
+        stock_remaining=F("stock_remaining") + redemption.quantity
+    )
     return True
 
 

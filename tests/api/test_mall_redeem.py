@@ -229,3 +229,21 @@ async def test_the_same_key_at_once_redeems_once(client):
 async def test_the_service_requires_the_resident_role(database):
     with pytest.raises(Forbidden):
         await redemption_service.redeem(Principal("x", frozenset({"merchant"})), 1, 1, "k")
+
+
+async def test_refunds_and_redemptions_of_one_person_at_once_never_deadlock(client):
+    merchant = await approved_merchant(client)
+    first = await listed_right(client, merchant, pointsPrice="10", stock=20, perPersonLimit=20)
+    second = await listed_right(client, merchant, pointsPrice="10", stock=20, perPersonLimit=20)
+    buyer = await resident(points=400)
+    made = [(await redeem(client, buyer, first))["redemption"]["id"] for _ in range(8)]
+    payloads = await asyncio.gather(
+        *(cancel(client, buyer, redemption_id) for redemption_id in made),
+        *(redeem(client, buyer, second) for _ in range(8)),
+    )
+    assert all(p["userErrors"] == [] for p in payloads), payloads
+    assert await points_of(buyer.participant_id) == (320, 0)
+    assert await points_of(merchant.participant_id) == (80, 0)
+    assert await stock_of(client, first, merchant) == 20
+    assert await stock_of(client, second, merchant) == 12
+    assert (await verify()).ok
