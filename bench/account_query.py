@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -205,12 +206,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pool-size", type=int, default=10,
                         help="database connections per worker, for both servers (both run at once:"
                              " 2 servers x workers x pool must stay under max_connections)")
-    parser.add_argument("--port", type=int, default=8792, help="GraphQL port; the bare one is +1")
+    parser.add_argument("--port", type=int, default=0,
+                        help="GraphQL port, the bare one is +1 (default: two free ports)")
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL (a database is created on it and dropped)")
     parser.add_argument("--redis", default=None, help="PUHUI_REDIS_URL for puhui (optional)")
     parser.add_argument("--keep", action="store_true", help="keep the database for inspection")
     return parser.parse_args()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on right now (other benches may hold the usual ones)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _dsn(server: str, db: str) -> str:
@@ -475,14 +489,15 @@ async def run(args: argparse.Namespace) -> None:
         first = write_tokens(work / "tokens.txt", args.residents)
         query, whole = await asyncio.to_thread(choose_query, env)
         workers = ["--workers", str(args.workers)]
+        graphql_port, bare_port = (args.port, args.port + 1) if args.port else free_ports(2)
         targets = [
-            Target("GraphQL", [PUHUI, "serve", "--port", str(args.port), *workers], args.port,
+            Target("GraphQL", [PUHUI, "serve", "--port", str(graphql_port), *workers], graphql_port,
                    "/graphql", work / "graphql.lua"),
             Target("bare", [sys.executable, "-m", "uvicorn", "account_query:bare_app", "--factory",
                             "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1",
-                            "--port", str(args.port + 1), *workers, "--no-access-log",
+                            "--port", str(bare_port), *workers, "--no-access-log",
                             "--proxy-headers", "--log-level", "warning"],
-                   args.port + 1, "/account", work / "bare.lua"),
+                   bare_port, "/account", work / "bare.lua"),
         ]
         for target in targets:
             write_script(target.script, target.route, query, args.threads)
