@@ -40,6 +40,8 @@ from mall.rules import listing_expiry
 
 log = logging.getLogger(__name__)
 PAGE_TTL = 30
+# The version counter lapses after a quiet day (pages of its old numbers expired long before).
+VERSION_TTL = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class ListedPage:
 async def invalidate() -> None:
     """Bump the listing version after a commit that changed what the mall lists."""
     try:
-        await get_store().incr(_version_key())
+        await get_store().incr(_version_key(), 1, ttl=VERSION_TTL)
     except Exception:  # noqa: BLE001 - pages expire within PAGE_TTL anyway
         log.warning("could not invalidate the mall listing cache")
 
