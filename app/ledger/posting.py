@@ -68,9 +68,9 @@ async def lock_accounts(conn: BaseDBAsyncClient, ids: Sequence[int]) -> dict[int
     return found
 
 
-async def _draw_lots(conn: BaseDBAsyncClient, posting: Posting, account: Account) -> list[tuple[int, int]]:
+async def _draw_lots(conn: BaseDBAsyncClient, posting: Posting, account_id: int) -> list[tuple[int, int]]:
     """Pick lots from the debit account, oldest first (or as given), within its holdings."""
-    query = LotHolding.filter(account_id=account.id, balance__gt=0)
+    query = LotHolding.filter(account_id=account_id, balance__gt=0)
     if posting.lot_class is not None:
         lot_ids = Lot.filter(methodology_class=posting.lot_class).values("id")
         query = query.filter(lot_id__in=Subquery(lot_ids))
@@ -97,19 +97,30 @@ async def _draw_lots(conn: BaseDBAsyncClient, posting: Posting, account: Account
     raise _shortfall(posting.asset, total, posting.amount)
 
 
-_meta: dict[int, tuple[str, str]] = {}
+@dataclass(frozen=True)
+class _Meta:
+    asset: str
+    kind: str
+    individual: bool
+
+
+_meta: dict[int, _Meta] = {}
 _META_LIMIT = 200_000
 
 
-async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, tuple[str, str]]:
-    """(asset, kind) of each account; both never change, so they are remembered per process."""
+async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, _Meta]:
+    """Asset, kind and owner class of each account; none ever changes, so kept per process."""
     missing = [i for i in ids if i not in _meta]
     if missing:
         if len(_meta) > _META_LIMIT:
             _meta.clear()
-        rows = await Account.filter(id__in=missing).using_db(conn).values_list("id", "asset", "kind")
-        for account_id, asset, kind in rows:
-            _meta[account_id] = (asset, kind)
+        rows = await conn.execute_query_dict(
+            "SELECT a.id AS id, a.asset AS asset, a.kind AS kind, p.kind AS owner"
+            " FROM ledger_account a LEFT JOIN participant p ON p.id = a.participant_id"
+            f" WHERE a.id IN ({', '.join(str(int(i)) for i in missing)})"
+        )
+        for r in rows:
+            _meta[r["id"]] = _Meta(r["asset"], r["kind"], r["owner"] == "individual")
     if any(i not in _meta for i in ids):
         raise InvalidInput("Unknown ledger account.")
     return {i: _meta[i] for i in ids}
@@ -118,7 +129,7 @@ async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, tup
 def _sql(template: str) -> str:
     """Raw SQL with the connection's placeholder style ($1 on asyncpg, ? on SQLite)."""
     if dialect() == "sqlite":
-        return re.sub(r"\$\d+", "?", template)
+        return re.sub(r"\$(\d+)", r"?\1", template)
     return template
 
 
@@ -126,19 +137,24 @@ _ADD_TO_HOLDING = """
 INSERT INTO ledger_lot_holding (account_id, lot_id, balance) VALUES ($1, $2, $3)
 ON CONFLICT (account_id, lot_id) DO UPDATE SET balance = ledger_lot_holding.balance + EXCLUDED.balance
 """
-_ADD_TO_BALANCE = "UPDATE ledger_account SET balance = balance + $1 WHERE id = $2 RETURNING balance"
+_APPLY = """
+UPDATE ledger_account SET balance = balance + $1, pending = pending - $2
+WHERE id = $3 AND pending >= $2 AND (kind = 'issuance' OR balance + $1 >= pending - $2)
+RETURNING balance
+"""
 
 
 async def post(
     conn: BaseDBAsyncClient, postings: Sequence[Posting], now: datetime | None = None
 ) -> list[Posted]:
-    """Post transfers inside `conn`'s transaction; raise before writing anything if one fails.
+    """Post transfers inside `conn`'s transaction; raise (the caller rolls back) if one fails.
 
-    Only accounts that are debited (issuance accounts aside) are locked FOR UPDATE, in id order,
-    and checked against their available balance. Accounts that are only credited, and the
-    issuance accounts, take one atomic `balance = balance + delta` at the very end: a hot
-    account (the conversion reserve, a merchant pool, the issuance accounts) is then locked only
-    from that statement to the commit, not for the whole transaction.
+    Lock order, the same in every transaction so none can deadlock: residents' accounts first,
+    locked FOR UPDATE in id order and checked under the lock; then the shared accounts
+    (organisations' accounts, the conversion reserve, the issuance, retired and burned accounts),
+    each changed by one conditional `balance = balance + delta` in id order as the last writes.
+    A hot shared account (the reserve, a merchant's pool, the issuance accounts) is so locked
+    only from that statement to the commit, not for the whole transaction.
     """
     if not postings:
         return []
@@ -149,41 +165,44 @@ async def post(
         if p.debit == p.credit:
             raise InvalidInput("A transfer needs two different accounts.")
     meta = await _account_meta(conn, {a for p in postings for a in (p.debit, p.credit)})
-    checked = {p.debit for p in postings if meta[p.debit][1] != AccountKind.ISSUANCE}
-    locked = await lock_accounts(conn, sorted(checked)) if checked else {}
+    for p in postings:
+        if meta[p.debit].asset != p.asset or meta[p.credit].asset != p.asset:
+            raise InvalidInput("Both accounts of a transfer must hold its asset.")
+    personal = sorted({a for p in postings for a in (p.debit, p.credit) if meta[a].individual})
+    locked = await lock_accounts(conn, personal) if personal else {}
     balance = {a.id: a.balance for a in locked.values()}
     pending = {a.id: a.pending for a in locked.values()}
-    deferred: dict[int, int] = {}
+    delta: dict[int, int] = {}
+    released: dict[int, int] = {}
+    lots_of: list[list[tuple[int, int]]] = []
 
-    plans: list[tuple[Posting, list[tuple[int, int]]]] = []
     for p in postings:
-        if meta[p.debit][0] != p.asset or meta[p.credit][0] != p.asset:
-            raise InvalidInput("Both accounts of a transfer must hold its asset.")
-        if p.release_pending:
-            if p.debit not in locked or p.release_pending > pending[p.debit]:
-                raise InvalidInput("Cannot release more than the pending hold.")
-            pending[p.debit] -= p.release_pending
         lots: list[tuple[int, int]] = []
         if p.debit in locked:
+            if p.release_pending:
+                if p.release_pending > pending[p.debit]:
+                    raise InvalidInput("Cannot release more than the pending hold.")
+                pending[p.debit] -= p.release_pending
             available = balance[p.debit] - pending[p.debit]
             if available < p.amount:
                 raise _shortfall(p.asset, max(available, 0), p.amount)
             if p.asset == Asset.REDUCTION_GRAMS:
-                lots = await _draw_lots(conn, p, locked[p.debit])
+                lots = await _draw_lots(conn, p, p.debit)
             balance[p.debit] -= p.amount
         else:
-            if p.asset == Asset.REDUCTION_GRAMS:
+            if meta[p.debit].kind == AccountKind.ISSUANCE and p.asset == Asset.REDUCTION_GRAMS:
                 if not p.lots or sum(a for _, a in p.lots) != p.amount:
                     raise InvalidInput("Issued grams must name their lots.")
                 lots = list(p.lots)
-            deferred[p.debit] = deferred.get(p.debit, 0) - p.amount
+            delta[p.debit] = delta.get(p.debit, 0) - p.amount
+            released[p.debit] = released.get(p.debit, 0) + p.release_pending
         if p.credit in locked:
             balance[p.credit] += p.amount
         else:
-            deferred[p.credit] = deferred.get(p.credit, 0) + p.amount
-        plans.append((p, lots))
+            delta[p.credit] = delta.get(p.credit, 0) + p.amount
+        lots_of.append(lots)
 
-    # Writes: the locked accounts first, the deferred (possibly hot) accounts last.
+    # Residents' accounts: their new balances and lots, under the locks taken above.
     for account_id, row in locked.items():
         if (balance[account_id], pending[account_id]) != (row.balance, row.pending):
             await (
@@ -191,49 +210,60 @@ async def post(
                 .using_db(conn)
                 .update(balance=balance[account_id], pending=pending[account_id])
             )
-    transfers: list[Transfer] = []
-    for p, lots in plans:
-        transfers.append(
-            await Transfer.create(
-                asset=p.asset.value,
-                kind=p.kind.value,
-                debit_account_id=p.debit,
-                credit_account_id=p.credit,
-                amount=p.amount,
-                reference=p.reference[:96],
-                memo=p.memo[:256],
-                reverses_id=p.reverses_id,
-                created_at=now,
-                using_db=conn,
-            )
+    transfers = [
+        await Transfer.create(
+            asset=p.asset.value,
+            kind=p.kind.value,
+            debit_account_id=p.debit,
+            credit_account_id=p.credit,
+            amount=p.amount,
+            reference=p.reference[:96],
+            memo=p.memo[:256],
+            reverses_id=p.reverses_id,
+            created_at=now,
+            using_db=conn,
         )
-        for lot_id, amount in lots:
-            if p.debit in locked:
+        for p in postings
+    ]
+    for p, lots in zip(postings, lots_of, strict=True):
+        for lot_id, amount in lots if p.debit in locked else ():
+            await (
+                LotHolding.filter(account_id=p.debit, lot_id=lot_id)
+                .using_db(conn)
+                .update(balance=F("balance") - amount)
+            )
+
+    # Shared accounts last, in id order: one conditional update each, then their lots.
+    final: dict[int, int] = {}
+    for account_id in sorted(delta):
+        rows = await conn.execute_query_dict(
+            _sql(_APPLY), [delta[account_id], released.get(account_id, 0), account_id]
+        )
+        if not rows:
+            await _refuse_shared(conn, postings, account_id, delta[account_id])
+        final[account_id] = int(rows[0]["balance"])
+    for index, p in enumerate(postings):
+        if p.debit in delta and p.asset == Asset.REDUCTION_GRAMS and not lots_of[index]:
+            lots_of[index] = await _draw_lots(conn, p, p.debit)
+            for lot_id, amount in lots_of[index]:
                 await (
                     LotHolding.filter(account_id=p.debit, lot_id=lot_id)
                     .using_db(conn)
                     .update(balance=F("balance") - amount)
                 )
-            if p.credit in locked:
-                await _add_to_holding(conn, p.credit, lot_id, amount)
-
-    final: dict[int, int] = {}
-    for account_id in sorted(deferred):
-        rows = await conn.execute_query_dict(_sql(_ADD_TO_BALANCE), [deferred[account_id], account_id])
-        final[account_id] = int(rows[0]["balance"])
-    for p, lots in plans:
-        if p.credit in deferred and meta[p.credit][1] != AccountKind.ISSUANCE:
+    for p, lots in zip(postings, lots_of, strict=True):
+        if meta[p.credit].kind != AccountKind.ISSUANCE:
             for lot_id, amount in lots:
-                await _add_to_holding(conn, p.credit, lot_id, amount)
+                await conn.execute_query(_sql(_ADD_TO_HOLDING), [p.credit, lot_id, amount])
 
-    # balance_after: locked accounts replay from their locked balance, deferred ones back
-    # from the balance their single update returned.
+    # balance_after: residents' accounts replay from the locked balance, shared ones back from
+    # the balance their single update returned.
     running = {a.id: a.balance for a in locked.values()}
-    later = dict(deferred)
+    later = dict(delta)
     posted: list[Posted] = []
     entries: list[Entry] = []
     transfer_lots: list[TransferLot] = []
-    for (p, lots), transfer in zip(plans, transfers, strict=True):
+    for p, lots, transfer in zip(postings, lots_of, transfers, strict=True):
         after: dict[int, int] = {}
         for account_id, signed in ((p.debit, -p.amount), (p.credit, p.amount)):
             if account_id in running:
@@ -264,8 +294,17 @@ async def post(
     return posted
 
 
-async def _add_to_holding(conn: BaseDBAsyncClient, account_id: int, lot_id: int, amount: int) -> None:
-    await conn.execute_query(_sql(_ADD_TO_HOLDING), [account_id, lot_id, amount])
+async def _refuse_shared(
+    conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int, change: int
+) -> None:
+    """Raise the refusal for a shared account whose conditional update matched no row."""
+    row = await Account.get(id=account_id).using_db(conn)
+    asset = Asset(row.asset)
+    wanted = sum(p.release_pending for p in postings if p.debit == account_id)
+    if wanted > row.pending:
+        raise InvalidInput("Cannot release more than the pending hold.")
+    available = row.balance - (row.pending - wanted)
+    raise _shortfall(asset, max(available, 0), -change)
 
 
 async def hold(conn: BaseDBAsyncClient, account_id: int, amount: int) -> int:

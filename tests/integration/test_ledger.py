@@ -8,12 +8,13 @@ import pytest
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
+from app.auth import Principal
 from app.errors import InsufficientReductions, NotEligible
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
 from app.ledger.models import Account, Asset, EntryKind, LotHolding
 from app.ledger.posting import Posting, hold, post, release
 from app.ledger.verify import verify
-from app.participants import organisation_id
+from app.participants import organisation_id, resident_id
 from tests.helpers import unique
 from tests.ledger_support import issue_grams
 
@@ -116,3 +117,22 @@ async def test_concurrent_transfers_never_overdraw(database):
 async def test_system_accounts_are_opened_once(database):
     first = await system_account_id(SystemAccount.CONVERSION_RESERVE)
     assert first == await system_account_id(SystemAccount.CONVERSION_RESERVE)
+
+
+async def test_opposite_transfers_between_a_resident_and_an_organisation_never_deadlock(database):
+    person = await resident_id(Principal(subject=unique("res"), roles=frozenset({"resident"})))
+    org = await _holder()
+    await issue_grams(person, 1000)
+    await issue_grams(org, 1000)
+    acc_p = await holder_account_id(person, Asset.REDUCTION_GRAMS)
+    acc_o = await holder_account_id(org, Asset.REDUCTION_GRAMS)
+
+    async def move(debit: int, credit: int) -> None:
+        async with in_transaction() as conn:
+            await post(conn, [Posting(Asset.REDUCTION_GRAMS, debit, credit, 10, EntryKind.TRANSFER, "test")])
+
+    moves = [move(acc_p, acc_o) if i % 2 else move(acc_o, acc_p) for i in range(40)]
+    await asyncio.gather(*moves)
+    assert (await Account.get(id=acc_p)).balance == 1000
+    assert (await Account.get(id=acc_o)).balance == 1000
+    assert (await verify()).ok
