@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from datetime import datetime
+from typing import cast
 
 import strawberry
+from graphql import FieldNode
 from strawberry.types import Info
 
 from app.ledger import queries as ledger_queries
@@ -56,29 +58,34 @@ class LedgerEntry:
 class CarbonAccount:
     """A participant's holdings: reductions and points; experience, level and credit standing."""
 
+    # Plain values, filled from one account view: a resolver per field costs several times a
+    # plain attribute, and MyAccount is the hottest read.
     participant_id: strawberry.Private[int]
     view: strawberry.Private[AccountView]
     reduction_grams: BigInt
     points: BigInt
-
-    @strawberry.field(description="Lifetime experience from behavior scenarios (not spendable).")
-    def experience(self) -> int:
-        """Lifetime experience."""
-        return self.view.growth.experience
-
-    @strawberry.field(description="The growth level reached by lifetime experience.")
-    def level(self) -> GrowthLevel | None:
-        """The current level."""
-        return GrowthLevel.of(self.view.growth.level)
-
-    @strawberry.field(description="The next growth level; null at the top.")
-    def next_level(self) -> GrowthLevel | None:
-        """The next level."""
-        return GrowthLevel.of(self.view.growth.next_level)
+    experience: int = strawberry.field(
+        description="Lifetime experience from behavior scenarios (not spendable)."
+    )
+    level: GrowthLevel | None = strawberry.field(
+        description="The growth level reached by lifetime experience."
+    )
+    next_level: GrowthLevel | None = strawberry.field(
+        description="The next growth level; null at the top."
+    )
 
     @strawberry.field(description="Credit standing (Art. 24): score, grade and why.")
-    async def credit_standing(self) -> CreditStanding:
-        """The participant's own credit standing, current."""
+    def credit_standing(self) -> CreditStanding:
+        """The participant's own credit standing, current.
+
+        The stored standing when it is current (no await); otherwise an awaitable that
+        recomputes it, which the executor awaits like an async resolver's result."""
+        stored = self.view.stored_credit()
+        if stored is not None:
+            return CreditStanding.of(stored)
+        return cast(CreditStanding, self._recomputed_credit())
+
+    async def _recomputed_credit(self) -> CreditStanding:
         return CreditStanding.of(await self.view.credit())
 
     @strawberry.field(description="Ledger entries on both assets, newest first.")
@@ -103,7 +110,26 @@ def account_of(view: AccountView) -> CarbonAccount:
         view=view,
         reduction_grams=view.reduction_grams,
         points=view.points,
+        experience=view.growth.experience,
+        level=GrowthLevel.of(view.growth.level),
+        next_level=GrowthLevel.of(view.growth.next_level),
     )
+
+
+# Fields of `me` that never need the account view; any other selection (displayName, account,
+# a fragment) makes `me` read the view before its fields resolve.
+_WITHOUT_VIEW = frozenset({"id", "__typename", "growth", "scenarioAuthorizations", "redemptions"})
+
+
+def _needs_view(info: Info) -> bool:
+    """True unless every selection under this field is a plain field named in _WITHOUT_VIEW."""
+    for node in info._raw_info.field_nodes:
+        if node.selection_set is None:
+            continue
+        for selection in node.selection_set.selections:
+            if not isinstance(selection, FieldNode) or selection.name.value not in _WITHOUT_VIEW:
+                return True
+    return False
 
 
 @strawberry.type
@@ -111,13 +137,9 @@ class Me:
     """The signed-in resident."""
 
     participant_id: strawberry.Private[int]
-    # displayName and account come from one statement, read once per `me` (MyAccount's cost).
-    pending_view: strawberry.Private[asyncio.Future[AccountView] | None] = None
-
-    def _view(self) -> asyncio.Future[AccountView]:
-        if self.pending_view is None:
-            self.pending_view = asyncio.ensure_future(account_view(self.participant_id))
-        return self.pending_view
+    # Read by the `me` resolver when displayName or account is selected: one statement, and the
+    # fields below then resolve without awaiting (MyAccount's cost).
+    view: strawberry.Private[AccountView | None] = None
 
     @strawberry.field
     def id(self) -> strawberry.ID:
@@ -125,14 +147,23 @@ class Me:
         return strawberry.ID(encode_id("Participant", self.participant_id))
 
     @strawberry.field
-    async def display_name(self) -> str:
+    def display_name(self) -> str:
         """A display name that never reveals the identity-provider subject."""
-        return (await self._view()).display_name
+        if self.view is not None:
+            return self.view.display_name
+        return cast(str, self._later(lambda view: view.display_name))
 
     @strawberry.field
-    async def account(self) -> CarbonAccount:
+    def account(self) -> CarbonAccount:
         """The resident's carbon account."""
-        return account_of(await self._view())
+        if self.view is not None:
+            return account_of(self.view)
+        return cast(CarbonAccount, self._later(account_of))
+
+    async def _later(self, pick: Callable[[AccountView], object]) -> object:
+        """`pick` of the view read now (only when `me` did not read it already)."""
+        self.view = await account_view(self.participant_id)
+        return pick(self.view)
 
     @strawberry.field(description="Experience, level, next level and the growth history.")
     async def growth(self) -> Growth:
@@ -171,7 +202,10 @@ class Query:
     @strawberry.field(permission_classes=[Resident], description="The signed-in resident.")
     async def me(self, info: Info) -> Me:
         """The calling resident, their account opened on first sight."""
-        return Me(participant_id=await info.context.resident_id())
+        participant_id = await info.context.resident_id()
+        if _needs_view(info):
+            return Me(participant_id=participant_id, view=await account_view(participant_id))
+        return Me(participant_id=participant_id)
 
     @strawberry.field(permission_classes=[CenterOrRegulator])
     async def system_totals(self) -> SystemTotals:

@@ -40,12 +40,17 @@ class AccountView:
     credit_row: dict
     display_name: str = ""
 
+    def stored_credit(self) -> Standing | None:
+        """The stored credit standing when it is current, else None (no database work)."""
+        if is_current(self.credit_row):
+            return standing_from_row(self.credit_row)
+        return None
+
     async def credit(self) -> Standing:
         """The credit standing, recomputed first when the stored one is missing or stale."""
-        if is_current(self.credit_row):
-            standing = standing_from_row(self.credit_row)
-            if standing is not None:
-                return standing
+        standing = self.stored_credit()
+        if standing is not None:
+            return standing
         return await recompute_credit(self.participant_id)
 
 
