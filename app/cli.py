@@ -56,6 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,
         proxy_headers=True,
+        loop="uvloop",  # uvicorn[standard] installs both; named so a missing one fails loudly
+        http="httptools",
     )
     return 0
 
