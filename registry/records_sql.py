@@ -2,8 +2,8 @@
 
 Gives the same per-item answers as the portable path (both decide with `rules.decide`). Each
 lookup is an index probe per row on a unique or leading index (never a scan or hash of a whole
-table); the accepted records are written with one binary COPY. The caller holds the scenario
-row lock in the same transaction.
+table); the accepted records are written with one binary COPY (`registry.records_copy`). The
+caller holds the scenario row lock in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,17 +15,12 @@ from typing import Any
 from asyncpg.exceptions import UniqueViolationError
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from registry import rules
+from registry import records_copy, rules
 from registry.rules import Decision, Item, Locked, Terms
 
 RESIDENT_CACHE = 200_000
 _residents: dict[str, int] = {}  # subject -> participant id of a resident; ids never change
 
-_TABLE = "registry_scenario_record"
-_COLUMNS = (
-    "scenario_id", "external_ref", "participant_id", "quantity", "computed_grams", "earned_grams",
-    "occurred_at", "day", "created_at",
-)
 _ONCE = "registry_record_once"
 
 # Items (as ordinals into the arrays) whose person had no active consent at occurredAt.
@@ -37,14 +32,15 @@ WHERE (SELECT 1 FROM registry_scenario_authorization a
         LIMIT 1) IS NULL
 """
 
-# Grams already earned per (participant, day) that has any record.
+# Grams already earned per (participant, day) that has any record: the pairs sorted, so the
+# probes walk the (scenario, day, participant) index in its order.
 _USED = """
-SELECT d.pid, d.day, d.used FROM (
-    SELECT u.pid, u.day,
-           (SELECT SUM(r.earned_grams) FROM registry_scenario_record r
-             WHERE r.scenario_id = $1 AND r.day = u.day AND r.participant_id = u.pid) AS used
-    FROM (SELECT DISTINCT pid, day FROM unnest($2::bigint[], $3::date[]) AS x(pid, day)) u
-) d WHERE d.used IS NOT NULL
+SELECT r.participant_id, r.day, SUM(r.earned_grams)
+FROM (SELECT DISTINCT day, pid FROM unnest($2::bigint[], $3::date[]) AS x(pid, day)
+      ORDER BY day, pid) u
+JOIN registry_scenario_record r
+  ON r.scenario_id = $1 AND r.day = u.day AND r.participant_id = u.pid
+GROUP BY r.participant_id, r.day
 """
 
 _STORED = """
@@ -117,8 +113,11 @@ async def apply_items(
     """
     issued_through = locked.issued_through
     async with conn.acquire_connection() as raw:
-        # Plan for index probes; compiling (JIT) would cost more than running the statements.
-        await raw.execute("SET LOCAL jit = off")
+        # Plan for index probes, never a hash or a merge of a whole table; compiling (JIT) would
+        # cost more than running the statements.
+        await raw.execute(
+            "SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+        )
         residents = await _resident_ids(raw, {i.subject for i in items})
         candidates = rules.candidates(items, residents, now, issued_through)
         unauthorized = await _unauthorized(raw, terms.code, candidates)
@@ -136,13 +135,12 @@ async def apply_items(
                     items, residents, now, issued_through, terms.daily_cap, stored, unauthorized, used
                 )
         if decision.accepted:
-            sid = terms.scenario_id
-            rows = [
-                (sid, i.external_ref, pid, float(i.quantity), i.grams, earned, i.occurred_at, i.day, now)
-                for i, pid, earned in decision.accepted
-            ]
+            data = records_copy.payload(terms.scenario_id, decision.accepted, now)
             try:
-                await raw.copy_records_to_table(_TABLE, records=rows, columns=_COLUMNS)
+                await raw.copy_to_table(
+                    records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,
+                    format="binary",
+                )
             except UniqueViolationError as exc:
                 if probe or exc.constraint_name != _ONCE:
                     raise

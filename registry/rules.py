@@ -198,12 +198,16 @@ def candidates(
 ) -> list[tuple[Item, int]]:
     """Items in period whose person is known, with the participant id: the ones whose consent
     and daily usage have to be looked up."""
-    return [
-        (item, pid)
-        for item in items
-        if (pid := participants.get(item.subject)) is not None
-        and not period_problem(item.occurred_at, now, issued_through)
-    ]
+    earliest = now - LOOKBACK
+    found = []
+    for item in items:
+        at = item.occurred_at
+        if at > now or at < earliest or (issued_through is not None and at <= issued_through):
+            continue
+        pid = participants.get(item.subject)
+        if pid is not None:
+            found.append((item, pid))
+    return found
 
 
 def decide(
@@ -216,7 +220,7 @@ def decide(
     unauthorized: Container[int],
     used: Mapping[tuple[int, date], int],
 ) -> Decision:
-    """Count, refuse or accept each item in index order, clipping at the daily cap.
+    """Count, refuse or accept each item (given in index order), clipping at the daily cap.
 
     `stored`: externalRefs already counted; `unauthorized`: indexes of items whose person had no
     active consent at occurredAt; `used`: grams already earned per (participant, day). Precedence:
@@ -227,33 +231,29 @@ def decide(
     rejected = decision.rejected
     seen: set[str] = set()
     spent: dict[tuple[int, date], int] = {}
-    latest, earliest = now, now - LOOKBACK
-    for item in sorted(items, key=_by_index):
-        ref = item.external_ref
+    earliest = now - LOOKBACK
+    for item in items:
+        index, subject, _, at, ref, grams, day = item
         if ref in seen or ref in stored:
             decision.duplicates += 1
             continue
-        at = item.occurred_at
-        if at > latest or at < earliest or (issued_through is not None and at <= issued_through):
-            rejected.append(Rejection(item.index, OUT_OF_PERIOD, MESSAGES[OUT_OF_PERIOD]))
+        if at > now or at < earliest or (issued_through is not None and at <= issued_through):
+            rejected.append(Rejection(index, OUT_OF_PERIOD, MESSAGES[OUT_OF_PERIOD]))
             continue
-        pid = participants.get(item.subject)
-        if pid is None or item.index in unauthorized:
-            rejected.append(Rejection(item.index, NOT_AUTHORIZED, MESSAGES[NOT_AUTHORIZED]))
+        pid = participants.get(subject)
+        if pid is None or index in unauthorized:
+            rejected.append(Rejection(index, NOT_AUTHORIZED, MESSAGES[NOT_AUTHORIZED]))
             continue
-        grams = item.grams
         if daily_cap is not None:
-            key = (pid, item.day)
+            key = (pid, day)
             before = spent[key] if key in spent else used.get(key, 0)
-            grams = max(0, min(grams, daily_cap - before))
+            left = daily_cap - before
+            if grams > left:
+                grams = left if left > 0 else 0
             spent[key] = before + grams
         seen.add(ref)
         accepted.append((item, pid, grams))
     return decision
-
-
-def _by_index(item: Item) -> int:
-    return item.index
 
 
 def clip(computed: int, used: int, cap: int | None) -> int:

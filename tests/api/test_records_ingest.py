@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 from registry import ingest
@@ -184,3 +185,31 @@ async def test_concurrent_streams_never_exceed_the_daily_cap(client):
     stored = await _stored(world)
     assert sum(e for _, e in stored.values()) == 1000
     assert await _earned_on(world, who, noon) == 1000
+
+
+async def test_stored_records_hold_exactly_what_was_sent(client):
+    world = await make_world(residents=1, grams_per_unit=47, cap=None)
+    who = world.subjects[0]
+    sent = [
+        record(who, 2.35, shanghai_noon(2) + timedelta(microseconds=123457), "plain-ref"),
+        record(who, 7, ago(days=1), "非ASCII-引用-é"),
+        record(who, 0.1, shanghai_noon(1) + timedelta(hours=11, minutes=59), "late-evening"),
+    ]
+    sent[1]["occurredAt"] = (ago(days=1)).astimezone(timezone(timedelta(hours=-7, minutes=-30))).isoformat()
+    response = await stream(client, world, ndjson(sent))
+    assert answers(response.json()) == (3, 0, [])
+    rows = await ScenarioRecord.filter(scenario_id=world.scenario_id).values(
+        "external_ref", "participant_id", "quantity", "computed_grams", "earned_grams",
+        "occurred_at", "day", "created_at",
+    )
+    stored = {r["external_ref"]: r for r in rows}
+    assert set(stored) == {r["externalRef"] for r in sent}
+    for line in sent:
+        row = stored[line["externalRef"]]
+        moment = datetime.fromisoformat(line["occurredAt"])
+        assert row["occurred_at"] == moment
+        assert row["day"] == shanghai_day(moment)
+        assert row["quantity"] == line["quantity"]
+        assert row["computed_grams"] == row["earned_grams"] == int(Decimal(repr(line["quantity"])) * 47)
+        assert row["participant_id"] == world.residents[who]
+        assert row["created_at"] is not None
