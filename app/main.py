@@ -50,8 +50,11 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         get_store(settings)
         # What startup built (schema, models, caches) lives as long as the process: keep it out
         # of every later collection, or a full collection costs ~80 ms of one request's latency.
+        # A larger young generation lets a request's short-lived cycles die young instead of
+        # being promoted and swept by slow full collections (MyAccount bench: ratio 0.48 -> 0.58).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         jobs = start_jobs()
         try:
             yield
