@@ -29,11 +29,13 @@ from points.models import Conversion, ConversionRule
 
 log = logging.getLogger(__name__)
 
-# Every conversion locks the same two system rows (the conversion reserve and points issuance),
-# so conversions are serial in the database whatever we do. Queueing them here, one transaction
-# per process at a time, keeps the row-lock holder from waiting behind this process's other
-# conversions for the event loop and the connection pool: measured ~1.6x the conversions/s of
-# letting all of them open transactions at once (bench/convert.py, 64 connections, 2 workers).
+# Every conversion ends by updating the same two system rows (the conversion reserve and points
+# issuance), so conversions are serial in the database from that point to their commit whatever
+# we do. Queueing them here, one transaction per process at a time, keeps the row-lock holder
+# from waiting behind this process's other conversions for the event loop and the connection
+# pool: measured ~1.6x the conversions/s of letting all of them open transactions at once
+# (bench/convert.py, 64 connections, 2 workers); no worse since the ledger locks those rows
+# only for its last statements.
 _CONVERTING = asyncio.Lock()
 
 
