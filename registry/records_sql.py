@@ -32,15 +32,17 @@ WHERE (SELECT 1 FROM registry_scenario_authorization a
         LIMIT 1) IS NULL
 """
 
-# Grams already earned per (participant, day) that has any record: the pairs sorted, so the
-# probes walk the (scenario, day, participant) index in its order.
+# Grams already earned per (participant, day) that has any record: one probe of the
+# (scenario, day, participant) index per distinct pair, the pairs in that index's order.
 _USED = """
-SELECT r.participant_id, r.day, SUM(r.earned_grams)
-FROM (SELECT DISTINCT day, pid FROM unnest($2::bigint[], $3::date[]) AS x(pid, day)
-      ORDER BY day, pid) u
-JOIN registry_scenario_record r
-  ON r.scenario_id = $1 AND r.day = u.day AND r.participant_id = u.pid
-GROUP BY r.participant_id, r.day
+WITH u AS MATERIALIZED (
+    SELECT d.pid, d.day,
+           (SELECT SUM(r.earned_grams) FROM registry_scenario_record r
+             WHERE r.scenario_id = $1 AND r.day = d.day AND r.participant_id = d.pid) AS used
+    FROM (SELECT DISTINCT day, pid FROM unnest($2::bigint[], $3::date[]) AS x(pid, day)
+          ORDER BY day, pid) d
+)
+SELECT pid, day, used FROM u WHERE used IS NOT NULL
 """
 
 _STORED = """
@@ -113,10 +115,12 @@ async def apply_items(
     """
     issued_through = locked.issued_through
     async with conn.acquire_connection() as raw:
-        # Plan for index probes, never a hash or a merge of a whole table; compiling (JIT) would
-        # cost more than running the statements.
+        # Plan for index probes, never a scan, hash or merge of a whole table, whatever the
+        # statistics say (a table that grew since it was last analyzed looks empty to the
+        # planner); compiling (JIT) would cost more than running the statements.
         await raw.execute(
-            "SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+            "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+            " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
         )
         residents = await _resident_ids(raw, {i.subject for i in items})
         candidates = rules.candidates(items, residents, now, issued_through)
