@@ -17,7 +17,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from app.db import dialect
 from app.errors import InvalidInput
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
-from app.ledger.models import AccountKind, Asset, EntryKind, Lot
+from app.ledger.models import AccountKind, Asset, EntryKind, Lot, LotHolding
 from app.ledger.posting import Posting, post
 
 _ISSUE = """
@@ -56,8 +56,6 @@ tl AS (
 h AS (
     INSERT INTO ledger_lot_holding (account_id, lot_id, balance)
     SELECT credit_account_id, $9, amount FROM tr ORDER BY credit_account_id
-    ON CONFLICT (account_id, lot_id)
-    DO UPDATE SET balance = ledger_lot_holding.balance + EXCLUDED.balance
 ),
 ua AS (
     UPDATE ledger_account a SET balance = a.balance + c.amount FROM c WHERE a.id = c.account_id
@@ -106,7 +104,8 @@ async def issue_lot(
 ) -> None:
     """Credit each (account id, grams) its grams of a new lot, inside `conn`'s transaction.
 
-    The grams must add up to the lot's issued grams; each account appears once.
+    The grams must add up to the lot's issued grams; each account appears once; the lot has no
+    holder yet (so each holding is a plain insert).
     """
     now = now or datetime.now(UTC)
     ordered = sorted(credits)
@@ -118,13 +117,16 @@ async def issue_lot(
     total = sum(amounts)
     if lot is None or lot.issued_grams != total:
         raise InvalidInput("The credits must add up to the lot's issued grams.")
+    if await LotHolding.filter(lot_id=lot_id).using_db(conn).exists():
+        raise InvalidInput("The lot has already been issued.")
     issuance = await system_account_id(SystemAccount.GRAMS_ISSUANCE)
     if dialect() != "postgres":
         await post(conn, [_posting(issuance, a, g, lot_id, reference, memo) for a, g in ordered], now)
         return
     async with conn.acquire_connection() as raw:
-        # Compiling the statement (JIT) would cost more than running it.
-        await raw.execute("SET LOCAL jit = off")
+        # Compiling the statement (JIT) would cost more than running it; its sorts of a row per
+        # entry stay in memory.
+        await raw.execute("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")
         rows = await raw.fetch(_LOCK, [issuance, *accounts])
         if len(rows) != len(accounts) + 1:
             raise InvalidInput("Unknown ledger account.")

@@ -95,6 +95,19 @@ async def test_issue_lot_refuses_credits_that_do_not_add_up_and_writes_nothing(d
     assert (await Account.get(id=account)).balance == 0
 
 
+async def test_a_lot_is_issued_once(database):
+    pid = await organisation_id(unique("BULK")[:18])
+    account = await holder_account_id(pid, Asset.REDUCTION_GRAMS)
+    lot = await _lot(40)
+    async with in_transaction() as conn:
+        await issue_lot(conn, lot, [(account, 40)], "once")
+    with pytest.raises(InvalidInput):
+        async with in_transaction() as conn:
+            await issue_lot(conn, lot, [(account, 40)], "twice")
+    assert (await Account.get(id=account)).balance == 40
+    assert await LotHolding.filter(lot_id=lot).values_list("balance", flat=True) == [40]
+
+
 async def test_holder_accounts_opens_the_missing_ones(database):
     from app.participants import Participant
 
