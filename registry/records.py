@@ -117,12 +117,13 @@ async def apply_batch(terms: Terms, entries: list[Item | Rejection], now: dateti
 async def _apply(
     terms: Terms, items: list[Item], now: datetime, postgres: bool, probe: bool
 ) -> Decision:
+    prepared = await records_sql.prepare(terms, items, now) if postgres and items else None
     async with in_transaction() as conn:
         locked = await lock_scenario(conn, terms)
         if not items:
             return Decision()
-        if postgres:
-            return await records_sql.apply_items(conn, terms, locked, items, now, probe=probe)
+        if prepared is not None:
+            return await records_sql.apply_items(conn, terms, locked, items, now, prepared, probe)
         return await apply_items(conn, terms, locked, items, now)
 
 

@@ -2,18 +2,21 @@
 
 Gives the same per-item answers as the portable path (both decide with `rules.decide`). Each
 lookup is an index probe per row on a unique or leading index (never a scan or hash of a whole
-table); the accepted records are written with one binary COPY (`registry.records_copy`). The
-caller holds the scenario row lock in the same transaction.
+table); the accepted records are written with one binary COPY (`registry.records_copy`). What
+depends on other batches runs under the scenario row lock the caller holds (`apply_items`);
+what does not is looked up before it is taken (`prepare`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from asyncpg.exceptions import UniqueViolationError
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
 
 from registry import records_copy, rules
 from registry.rules import Decision, Item, Locked, Terms
@@ -98,48 +101,89 @@ async def _used(
     return {(pid, day): int(used) for pid, day, used in rows}
 
 
+_INDEX_PROBES = (
+    "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+    " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+)
+
+
+@dataclass
+class Prepared:
+    """A batch as far as it can be taken without the scenario lock: its people, the items with
+    no consent at occurredAt, and - for the issued period as read then, assuming none of its
+    externalRefs is stored - its classification and the COPY payload of its accepted items
+    (earning their computed grams until the cap is applied under the lock)."""
+
+    residents: Mapping[str, int]
+    issued_through: datetime | None
+    unauthorized: set[int]
+    decision: Decision
+    data: bytearray
+    earned_at: list[int]
+
+
+async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
+    """Look up residents and consent, classify and encode, before taking the scenario lock.
+
+    None of it depends on other batches but the externalRefs they store (checked under the lock
+    and by the unique constraint), and consent at occurredAt cannot change meanwhile: a grant or
+    a revocation takes effect at the moment it is made, after `now`, and records are never later
+    than `now`. So only the daily usage, the stored refs of refused items and the write hold the
+    lock.
+    """
+    async with in_transaction() as conn, conn.acquire_connection() as raw:
+        await raw.execute(_INDEX_PROBES)
+        residents = await _resident_ids(raw, {i.subject for i in items})
+        issued_through = await raw.fetchval(
+            "SELECT issued_through FROM registry_scenario WHERE id = $1", terms.scenario_id
+        )
+        candidates = rules.candidates(items, residents, now, issued_through)
+        unauthorized = await _unauthorized(raw, terms.code, candidates)
+    decision = rules.classify(items, residents, now, issued_through, (), unauthorized)
+    data, earned_at = records_copy.payload(terms.scenario_id, decision.accepted, now)
+    return Prepared(residents, issued_through, unauthorized, decision, data, earned_at)
+
+
 async def apply_items(
     conn: BaseDBAsyncClient,
     terms: Terms,
     locked: Locked,
     items: list[Item],
     now: datetime,
+    prepared: Prepared,
     probe: bool,
 ) -> Decision:
-    """Look up, decide and write one batch inside `conn`'s transaction.
+    """Finish and write one prepared batch inside `conn`'s transaction, under the lock.
 
-    With `probe` every externalRef is looked up; without it only those of refused items are (a
-    refused item whose ref is stored answers DUPLICATE), and a stored ref among the accepted
-    ones raises AlreadyStored from the write, so that the caller applies the batch again with
-    `probe` (the transaction must then be rolled back).
+    With `probe` every externalRef is looked up first; without it only those of refused items
+    are (a refused item whose ref is stored answers DUPLICATE), and a stored ref among the
+    accepted ones raises AlreadyStored from the write, so that the caller applies the batch
+    again with `probe` (the transaction must then be rolled back).
     """
     issued_through = locked.issued_through
+    residents, unauthorized = prepared.residents, prepared.unauthorized
+    decision, data, earned_at = prepared.decision, prepared.data, prepared.earned_at
     async with conn.acquire_connection() as raw:
         # Plan for index probes, never a scan, hash or merge of a whole table, whatever the
         # statistics say (a table that grew since it was last analyzed looks empty to the
         # planner); compiling (JIT) would cost more than running the statements.
-        await raw.execute(
-            "SET LOCAL jit = off; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
-            " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-        )
-        residents = await _resident_ids(raw, {i.subject for i in items})
-        candidates = rules.candidates(items, residents, now, issued_through)
-        unauthorized = await _unauthorized(raw, terms.code, candidates)
-        used = await _used(raw, terms, candidates)
-        stored = await _stored(raw, terms.scenario_id, (i.external_ref for i in items)) if probe else set()
-        decision = rules.decide(
-            items, residents, now, issued_through, terms.daily_cap, stored, unauthorized, used
-        )
-        if decision.rejected and not probe:
+        await raw.execute(_INDEX_PROBES)
+        stored: set[str] = set()
+        if probe:
+            stored = await _stored(raw, terms.scenario_id, (i.external_ref for i in items))
+        elif decision.rejected:
             refused = {r.index for r in decision.rejected}
             refs = (i.external_ref for i in items if i.index in refused)
             stored = await _stored(raw, terms.scenario_id, refs)
-            if stored:
-                decision = rules.decide(
-                    items, residents, now, issued_through, terms.daily_cap, stored, unauthorized, used
-                )
+        if stored or issued_through != prepared.issued_through:
+            # a resend, refused items already counted, or an issuance came between
+            decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
+            data, earned_at = records_copy.payload(terms.scenario_id, decision.accepted, now)
+        if terms.daily_cap is not None and decision.accepted:
+            used = await _used(raw, terms, [(i, pid) for i, pid, _ in decision.accepted])
+            clipped = rules.earn(decision.accepted, used, terms.daily_cap)
+            records_copy.set_earned(data, earned_at, decision.accepted, clipped)
         if decision.accepted:
-            data = records_copy.payload(terms.scenario_id, decision.accepted, now)
             try:
                 await raw.copy_to_table(
                     records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,

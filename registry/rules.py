@@ -210,30 +210,29 @@ def candidates(
     return found
 
 
-def decide(
+def classify(
     items: Sequence[Item],
     participants: Mapping[str, int],
     now: datetime,
     issued_through: datetime | None,
-    daily_cap: int | None,
     stored: Container[str],
     unauthorized: Container[int],
-    used: Mapping[tuple[int, date], int],
 ) -> Decision:
-    """Count, refuse or accept each item (given in index order), clipping at the daily cap.
+    """Count, refuse or accept each item (given in index order); accepted ones earn their
+    computed grams (the daily cap is applied after, by `earn`).
 
     `stored`: externalRefs already counted; `unauthorized`: indexes of items whose person had no
-    active consent at occurredAt; `used`: grams already earned per (participant, day). Precedence:
-    duplicate, then OUT_OF_PERIOD, then NOT_AUTHORIZED; a refused item does not use up its ref.
+    active consent at occurredAt. Precedence: duplicate, then OUT_OF_PERIOD, then
+    NOT_AUTHORIZED; a refused item does not use up its ref. Which items are accepted never
+    depends on the cap.
     """
     decision = Decision()
     accepted = decision.accepted
     rejected = decision.rejected
     seen: set[str] = set()
-    spent: dict[tuple[int, date], int] = {}
     earliest = now - LOOKBACK
     for item in items:
-        index, subject, _, at, ref, grams, day = item
+        index, subject, _, at, ref, grams, _ = item
         if ref in seen or ref in stored:
             decision.duplicates += 1
             continue
@@ -244,15 +243,53 @@ def decide(
         if pid is None or index in unauthorized:
             rejected.append(Rejection(index, NOT_AUTHORIZED, MESSAGES[NOT_AUTHORIZED]))
             continue
-        if daily_cap is not None:
-            key = (pid, day)
-            before = spent[key] if key in spent else used.get(key, 0)
-            left = daily_cap - before
-            if grams > left:
-                grams = left if left > 0 else 0
-            spent[key] = before + grams
         seen.add(ref)
         accepted.append((item, pid, grams))
+    return decision
+
+
+def earn(
+    accepted: list[tuple[Item, int, int]],
+    used: Mapping[tuple[int, date], int],
+    daily_cap: int | None,
+) -> list[int]:
+    """Positions in `accepted` whose earned grams the daily cap clipped; clips them in place.
+
+    Items earn in index order what is left of the cap for their (participant, day), given the
+    grams `used` before the batch.
+    """
+    clipped: list[int] = []
+    if daily_cap is None:
+        return clipped
+    spent: dict[tuple[int, date], int] = {}
+    for n, (item, pid, grams) in enumerate(accepted):
+        key = (pid, item.day)
+        before = spent[key] if key in spent else used.get(key, 0)
+        left = daily_cap - before
+        if grams > left:
+            grams = left if left > 0 else 0
+            accepted[n] = (item, pid, grams)
+            clipped.append(n)
+        spent[key] = before + grams
+    return clipped
+
+
+def decide(
+    items: Sequence[Item],
+    participants: Mapping[str, int],
+    now: datetime,
+    issued_through: datetime | None,
+    daily_cap: int | None,
+    stored: Container[str],
+    unauthorized: Container[int],
+    used: Mapping[tuple[int, date], int],
+) -> Decision:
+    """`classify`, then `earn`: the whole answer to a batch, accepted items with earned grams.
+
+    `used`: grams already earned per (participant, day) before the batch.
+    """
+    decision = classify(items, participants, now, issued_through, stored, unauthorized)
+    earn(decision.accepted, used, daily_cap)
     return decision
 
 

@@ -147,3 +147,43 @@ async def test_concurrent_batches_never_exceed_the_daily_cap(client):
     assert sum(earned for _, earned in stored.values()) == 1000
     assert all(computed == 300 for computed, _ in stored.values())
     assert await _earned_on(world, who, when) == 1000
+
+
+async def test_a_refused_item_whose_ref_is_already_counted_is_a_duplicate(client):
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    never = await add_resident(world, since=None)
+    assert answers(await submit(client, world, [record(who, 1, ago(hours=3), "x")])) == (1, 0, [])
+    again = [record(never, 1, ago(hours=2), "x"), record(who, 1, ago(days=100), "x"),
+             record(never, 1, ago(hours=2), "y")]
+    assert answers(await submit(client, world, again)) == (0, 2, [(2, "NOT_AUTHORIZED")])
+    assert set(await _stored(world)) == {"x"}
+
+
+async def test_an_issuance_between_looking_up_and_writing_moves_the_period(client, monkeypatch):
+    from app.auth import Principal
+    from registry import records_sql
+    from registry.issuance import issue_scenario_reductions, notices_sent
+
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    assert answers(await submit(client, world, [record(who, 1, ago(days=5), "old")])) == (1, 0, [])
+    prepare = records_sql.prepare
+    issued = []
+
+    async def prepare_then_issue(*args):
+        prepared = await prepare(*args)
+        center = Principal(subject="records-center", roles=frozenset({"center"}))
+        issued.append(await issue_scenario_reductions(center, world.code, ago(days=3), unique("k")))
+        return prepared
+
+    # On PostgreSQL consent is looked up before the scenario lock is taken; SQLite has no such
+    # step (its transactions run one at a time), so there the issuance does not come between.
+    monkeypatch.setattr(records_sql, "prepare", prepare_then_issue)
+    payload = await submit(client, world, [record(who, 1, ago(days=4), "late")])
+    if issued:
+        assert answers(payload) == (0, 0, [(0, "OUT_OF_PERIOD")])
+        assert set(await _stored(world)) == {"old"}
+        await notices_sent()
+    else:
+        assert answers(payload) == (1, 0, [])
