@@ -36,14 +36,13 @@ WHERE (SELECT 1 FROM registry_scenario_authorization a
 """
 
 # Grams already earned per (participant, day) that has any record: one probe of the
-# (scenario, day, participant) index per distinct pair, the pairs in that index's order.
+# (scenario, day, participant) index per pair, the pairs given distinct in that index's order.
 _USED = """
 WITH u AS MATERIALIZED (
     SELECT d.pid, d.day,
            (SELECT SUM(r.earned_grams) FROM registry_scenario_record r
              WHERE r.scenario_id = $1 AND r.day = d.day AND r.participant_id = d.pid) AS used
-    FROM (SELECT DISTINCT day, pid FROM unnest($2::bigint[], $3::date[]) AS x(pid, day)
-          ORDER BY day, pid) d
+    FROM unnest($2::date[], $3::bigint[]) AS d(day, pid)
 )
 SELECT pid, day, used FROM u WHERE used IS NOT NULL
 """
@@ -90,14 +89,18 @@ async def _unauthorized(raw: Any, code: str, candidates: list[tuple[Item, int]])
     return {candidates[n - 1][0].index for (n,) in rows}
 
 
+def usage_keys(accepted: list[tuple[Item, int, int]]) -> tuple[list[date], list[int]]:
+    """The distinct (day, participant) pairs of accepted items, sorted, as two arrays."""
+    pairs = sorted({(item.day, pid) for item, pid, _ in accepted})
+    return [day for day, _ in pairs], [pid for _, pid in pairs]
+
+
 async def _used(
-    raw: Any, terms: Terms, candidates: list[tuple[Item, int]]
+    raw: Any, terms: Terms, keys: tuple[list[date], list[int]]
 ) -> dict[tuple[int, date], int]:
-    if terms.daily_cap is None or not candidates:
+    if terms.daily_cap is None or not keys[0]:
         return {}
-    rows = await raw.fetch(
-        _USED, terms.scenario_id, [pid for _, pid in candidates], [i.day for i, _ in candidates]
-    )
+    rows = await raw.fetch(_USED, terms.scenario_id, *keys)
     return {(pid, day): int(used) for pid, day, used in rows}
 
 
@@ -120,6 +123,7 @@ class Prepared:
     decision: Decision
     data: bytearray
     earned_at: list[int]
+    usage_keys: tuple[list[date], list[int]]
 
 
 async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
@@ -141,7 +145,8 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
         unauthorized = await _unauthorized(raw, terms.code, candidates)
     decision = rules.classify(items, residents, now, issued_through, (), unauthorized)
     data, earned_at = records_copy.payload(terms.scenario_id, decision.accepted, now)
-    return Prepared(residents, issued_through, unauthorized, decision, data, earned_at)
+    keys = usage_keys(decision.accepted) if terms.daily_cap is not None else ([], [])
+    return Prepared(residents, issued_through, unauthorized, decision, data, earned_at, keys)
 
 
 async def apply_items(
@@ -163,6 +168,7 @@ async def apply_items(
     issued_through = locked.issued_through
     residents, unauthorized = prepared.residents, prepared.unauthorized
     decision, data, earned_at = prepared.decision, prepared.data, prepared.earned_at
+    keys = prepared.usage_keys
     async with conn.acquire_connection() as raw:
         # Plan for index probes, never a scan, hash or merge of a whole table, whatever the
         # statistics say (a table that grew since it was last analyzed looks empty to the
@@ -179,8 +185,9 @@ async def apply_items(
             # a resend, refused items already counted, or an issuance came between
             decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
             data, earned_at = records_copy.payload(terms.scenario_id, decision.accepted, now)
+            keys = usage_keys(decision.accepted)
         if terms.daily_cap is not None and decision.accepted:
-            used = await _used(raw, terms, [(i, pid) for i, pid, _ in decision.accepted])
+            used = await _used(raw, terms, keys)
             clipped = rules.earn(decision.accepted, used, terms.daily_cap)
             records_copy.set_earned(data, earned_at, decision.accepted, clipped)
         if decision.accepted:
