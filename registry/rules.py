@@ -178,13 +178,6 @@ def item_from_json(index: int, obj: Any, grams_per_unit: int) -> Item | Rejectio
     )
 
 
-def period_problem(occurred_at: datetime, now: datetime, issued_through: datetime | None) -> bool:
-    """True when occurredAt is in the future, older than 90 days, or at/before the issued end."""
-    if occurred_at > now or occurred_at < now - LOOKBACK:
-        return True
-    return issued_through is not None and occurred_at <= issued_through
-
-
 def authorized_at(intervals: list[tuple[datetime, datetime | None]], when: datetime) -> bool:
     """True when `when` falls in one grant interval: granted_at <= when < revoked_at."""
     return any(g <= when and (r is None or when < r) for g, r in intervals)
@@ -291,13 +284,6 @@ def decide(
     decision = classify(items, participants, now, issued_through, stored, unauthorized)
     earn(decision.accepted, used, daily_cap)
     return decision
-
-
-def clip(computed: int, used: int, cap: int | None) -> int:
-    """What an item earns under a daily cap already `used` that day: what is left, maybe 0."""
-    if cap is None:
-        return computed
-    return max(0, min(computed, cap - used))
 
 
 def serial_prefix(scenario_code: str, scenario_id: int, vintage: int, sequence: int) -> str:

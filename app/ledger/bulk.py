@@ -69,6 +69,11 @@ SELECT id, asset, kind, balance FROM ledger_account
 WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
 """
 
+_ACCOUNTS = """
+SELECT participant_id, id FROM ledger_account
+WHERE asset = $2 AND participant_id = ANY($1::bigint[])
+"""
+
 _OPEN_ACCOUNTS = """
 INSERT INTO ledger_account (asset, kind, participant_id, code, balance, pending)
 SELECT $2, 'holder', p, NULL, 0, 0 FROM unnest($1::bigint[]) AS p
@@ -84,14 +89,13 @@ async def holder_accounts(
     if dialect() != "postgres":
         return {pid: await holder_account_id(pid, asset) for pid in wanted}
     async with conn.acquire_connection() as raw:
-        await raw.execute(_OPEN_ACCOUNTS, wanted, asset.value)
-        rows = await raw.fetch(
-            "SELECT participant_id, id FROM ledger_account"
-            " WHERE asset = $2 AND participant_id = ANY($1::bigint[])",
-            wanted,
-            asset.value,
-        )
-    return {r["participant_id"]: r["id"] for r in rows}
+        found = {r["participant_id"]: r["id"] for r in await raw.fetch(_ACCOUNTS, wanted, asset.value)}
+        missing = [pid for pid in wanted if pid not in found]
+        if missing:  # most holders have their accounts already: open only the others
+            await raw.execute(_OPEN_ACCOUNTS, missing, asset.value)
+            rows = await raw.fetch(_ACCOUNTS, missing, asset.value)
+            found.update((r["participant_id"], r["id"]) for r in rows)
+    return found
 
 
 async def issue_lot(

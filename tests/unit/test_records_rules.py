@@ -63,21 +63,55 @@ def test_malformed_items_are_invalid_input(changes):
     assert isinstance(result, Rejection) and result.code == "INVALID_INPUT" and result.index == 7
 
 
+def _item(index: int, at: datetime, grams: int = 100, subject: str = "s", ref: str | None = None) -> Item:
+    return Item(index, subject, Decimal(1), at, ref or f"r{index}", grams, rules.shanghai_day(at))
+
+
+def _in_period(at: datetime, issued_through: datetime | None = None) -> bool:
+    decision = rules.classify([_item(0, at)], {"s": 1}, NOW, issued_through, (), ())
+    in_period = not decision.rejected
+    assert in_period == bool(rules.candidates([_item(0, at)], {"s": 1}, NOW, issued_through))
+    return in_period
+
+
 def test_period_bounds():
-    assert not rules.period_problem(NOW, NOW, None)
-    assert rules.period_problem(NOW + timedelta(seconds=1), NOW, None)
-    assert not rules.period_problem(NOW - timedelta(days=90), NOW, None)
-    assert rules.period_problem(NOW - timedelta(days=90, seconds=1), NOW, None)
+    assert _in_period(NOW)
+    assert not _in_period(NOW + timedelta(seconds=1))
+    assert _in_period(NOW - timedelta(days=90))
+    assert not _in_period(NOW - timedelta(days=90, seconds=1))
     issued = NOW - timedelta(days=3)
-    assert rules.period_problem(issued, NOW, issued)
-    assert not rules.period_problem(issued + timedelta(microseconds=1), NOW, issued)
+    assert not _in_period(issued, issued)
+    assert _in_period(issued + timedelta(microseconds=1), issued)
+
+
+def test_refusals_take_precedence_in_order_and_do_not_use_up_a_ref():
+    at = NOW - timedelta(hours=1)
+    items = [
+        _item(0, at, ref="stored"),                                 # duplicate of a stored ref
+        _item(1, NOW + timedelta(hours=1), ref="a"),                # out of period
+        _item(2, at, ref="a", subject="nobody"),                    # unknown person
+        _item(3, at, ref="a"),                                      # consent missing
+        _item(4, at, ref="a"),                                      # accepted
+        _item(5, NOW + timedelta(hours=1), ref="a"),                # duplicate first
+    ]
+    decision = rules.classify(items, {"s": 1}, NOW, None, {"stored"}, {3})
+    assert decision.duplicates == 2
+    assert [(r.index, r.code) for r in decision.rejected] == [
+        (1, "OUT_OF_PERIOD"), (2, "NOT_AUTHORIZED"), (3, "NOT_AUTHORIZED")]
+    assert [(item.index, pid, grams) for item, pid, grams in decision.accepted] == [(4, 1, 100)]
 
 
 def test_the_cap_clips_to_what_is_left():
-    assert rules.clip(500, 908, 1000) == 92
-    assert rules.clip(500, 1000, 1000) == 0
-    assert rules.clip(500, 0, 1000) == 500
-    assert rules.clip(500, 0, None) == 500
+    at = NOW - timedelta(hours=1)
+    day = rules.shanghai_day(at)
+    accepted = [(_item(0, at, 500), 1, 500), (_item(1, at, 500), 1, 500), (_item(2, at, 500), 2, 500)]
+    assert rules.earn(accepted, {(1, day): 408}, 1000) == [1]
+    assert [grams for _, _, grams in accepted] == [500, 92, 500]
+    assert rules.earn(accepted, {(1, day): 1000}, 1000) == [0, 1]
+    assert [grams for _, _, grams in accepted] == [0, 0, 500]
+    unclipped = [(_item(0, at, 500), 1, 500)]
+    assert rules.earn(unclipped, {(1, day): 10**6}, None) == []
+    assert unclipped[0][2] == 500
 
 
 def test_authorization_intervals_are_half_open():
