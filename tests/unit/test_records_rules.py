@@ -160,3 +160,43 @@ async def test_an_overlong_line_is_one_rejection_and_reading_goes_on():
     entries = [e for c in chunks for e in c]
     assert [(e.index, type(e).__name__) for e in entries] == [
         (0, "Item"), (1, "Rejection"), (2, "Item")]
+
+
+def _lines() -> list[bytes]:
+    """NDJSON lines around every edge of the plain path (numbers, instants, strings, shapes)."""
+    import json
+    import random
+
+    rng = random.Random(11)
+    quantities = ["1", "0", "-0", "2.3", "2.30", "23e-1", "0.29", "6.789", "1e-9", "1e-10", "9.99e11",
+                  "1e12", "1e300", "1e400", "1e-400", "123456789012345", "1234567890123456",
+                  "2.29999999999999999999", "0.1000000000000000001", "18446744073709551616", "true",
+                  '"1.5"', "null", "[1]", "-3.5"]
+    quantities += [repr(round(rng.uniform(0.001, 500), rng.randrange(0, 8))) for _ in range(200)]
+    instants = ["2026-11-20T08:00:00+08:00", "2026-11-20T15:59:59.999999Z", "2026-11-20T16:00:00Z",
+                "2026-11-20T16:00:00.5-07:30", "2026-11-20T08:00:00", "20261120T080000+0800",
+                "2026-W47-5T08:00:00+08:00", "1901-01-01T00:00:00+00:00", "1986-05-04T01:30:00+08:00",
+                "not a date", "2026-11-20 23:59:59+14:00"]
+    strings = ['"s"', '""', '"' + "x" * 128 + '"', '"' + "x" * 129 + '"', '"\\u00e9\\n\\"q\\""', "5",
+               '"\\ud800"']
+    lines = []
+    for n in range(600):
+        fields = {
+            "subject": rng.choice(strings), "quantity": rng.choice(quantities),
+            "occurredAt": json.dumps(rng.choice(instants)), "externalRef": rng.choice(strings),
+        }
+        keys = list(fields)
+        if n % 7 == 0:
+            rng.shuffle(keys)
+        if n % 11 == 0:
+            keys.pop()
+        lines.append(("{" + ", ".join(f'"{k}": {fields[k]}' for k in keys) + "}").encode())
+    return lines + [b"[]", b"{", b"\xff", b'{"quantity": NaN}', b"  {} \r", b"{}"]
+
+
+def test_the_plain_path_reads_every_line_as_the_exact_path_does():
+    from registry.ingest import LineParser, long_numbers
+
+    parser = LineParser(47)
+    for index, line in enumerate(_lines()):
+        assert parser.parse(index, line, not long_numbers(line)) == parse_line(index, line, 47), line
