@@ -94,17 +94,18 @@ async def issue_scenario_reductions(
         if scenario.status != ScenarioStatus.PUBLISHED:
             raise InvalidState("Only a published scenario's records are issued.", "scenarioCode")
         methodology = await Methodology.get(id=scenario.methodology_id).using_db(conn)
-        totals = await (
+        rows = await (
             _unissued(scenario, period_end)
             .using_db(conn)
             .group_by("participant_id")
             .annotate(grams=Sum("earned_grams"), records=Count("id"))
             .order_by("participant_id")
-            .values_list("participant_id", "grams", "records")
+            .values("participant_id", "grams", "records")  # (values_list repeats the aggregates)
         )
+        totals = [(r["participant_id"], int(r["grams"]), int(r["records"])) for r in rows]
         if not totals:
             raise InvalidState("There are no accepted, unissued records up to periodEnd.", "periodEnd")
-        total_grams = sum(int(g) for _, g, _ in totals)
+        total_grams = sum(g for _, g, _ in totals)
         vintage = rules.shanghai_day(period_end).year
         sequence = await Issuance.filter(scenario_id=scenario.id).using_db(conn).count() + 1
         serial = rules.serial_prefix(scenario.code, scenario.id, vintage, sequence)
@@ -126,7 +127,7 @@ async def issue_scenario_reductions(
             period_end=period_end,
             total_grams=total_grams,
             recipients=len(totals),
-            records=sum(int(n) for _, _, n in totals),
+            records=sum(n for _, _, n in totals),
             methodology_code=methodology.code,
             methodology_version=methodology.version,
             methodology_class=methodology.methodology_class,
@@ -135,7 +136,7 @@ async def issue_scenario_reductions(
             using_db=conn,
         )
         accounts = await holder_accounts(conn, (pid for pid, _, _ in totals), Asset.REDUCTION_GRAMS)
-        credits = [(accounts[pid], int(grams)) for pid, grams, _ in totals]
+        credits = [(accounts[pid], grams) for pid, grams, _ in totals]
         await issue_lot(conn, lot.id, credits, f"issuance:{issuance.id}", serial, now)
         await Scenario.filter(id=scenario.id).using_db(conn).update(issued_through=period_end)
         await claimed.complete({"issuance_id": issuance.id}, conn)
