@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 os.environ["PUHUI_ENV"] = "test"
-os.environ.setdefault("PUHUI_JWT_SECRET", "test-secret-for-the-puhui-suite-0123456789-abcdefghijklmnopqrstuvwxyz")
+os.environ.setdefault(
+    "PUHUI_JWT_SECRET", "test-secret-for-the-puhui-suite-0123456789-abcdefghijklmnopqrstuvwxyz"
+)
 
 import asyncpg  # noqa: E402
 import httpx  # noqa: E402
