@@ -5,7 +5,8 @@ so concurrent batches of one scenario never both spend the same daily cap nor co
 externalRef twice, and an issuance never runs between reading `issued_through` and writing.
 The grams a person already earned on a day are read from the stored records themselves (their
 (scenario, day, participant) index) under that lock. Both backends decide with the same pure
-`rules.decide`; only the lookups and the writes differ (`registry.records_sql` on PostgreSQL).
+rules (`rules.classify`, then `rules.earn` for the cap); only the lookups and the writes differ
+(`registry.records_sql` on PostgreSQL).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Records on PostgreSQL: the lookups a batch needs, set-based, and its accepted rows by COPY.
 
-Gives the same per-item answers as the portable path (both decide with `rules.decide`). Each
-lookup is an index probe per row on a unique or leading index (never a scan or hash of a whole
-table); the accepted records are written with one binary COPY (`registry.records_copy`). What
-depends on other batches runs under the scenario row lock the caller holds (`apply_items`);
-what does not is looked up before it is taken (`prepare`).
+Gives the same per-item answers as the portable path (both go by `rules.classify` and
+`rules.earn`). Each lookup is an index probe per row on a unique or leading index (never a scan
+or hash of a whole table); the accepted records are written with one binary COPY
+(`registry.records_copy`). What depends on other batches runs under the scenario row lock the
+caller holds (`apply_items`); what does not is looked up before it is taken (`prepare`).
 """
 
 from __future__ import annotations
