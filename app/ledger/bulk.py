@@ -63,10 +63,14 @@ ua AS (
 UPDATE ledger_account SET balance = balance - $10 WHERE id = $4
 """
 
-# Like posting.lock_accounts (ascending id order), without building a model per account.
+# In post()'s lock order, so that an issuance and a posting can never deadlock:
+# residents' accounts first, then the shared ones (organisations' and the issuance account),
+# each group in ascending id order; without building a model per account.
 _LOCK = """
-SELECT id, asset, kind, balance FROM ledger_account
-WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE
+SELECT a.id, a.asset, a.kind, a.balance FROM ledger_account a
+LEFT JOIN participant p ON p.id = a.participant_id
+WHERE a.id = ANY($1::bigint[]) AND (p.kind IS NOT DISTINCT FROM 'individual') = $2
+ORDER BY a.id FOR UPDATE OF a
 """
 
 _ACCOUNTS = """
@@ -131,7 +135,10 @@ async def issue_lot(
         # Compiling the statement (JIT) would cost more than running it; its sorts of a row per
         # entry stay in memory.
         await raw.execute("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")
-        rows = await raw.fetch(_LOCK, [issuance, *accounts])
+        personal = await raw.fetch(_LOCK, [issuance, *accounts], True)
+        locked = {r["id"] for r in personal}
+        shared = await raw.fetch(_LOCK, [a for a in [issuance, *accounts] if a not in locked], False)
+        rows = [*personal, *shared]
         if len(rows) != len(accounts) + 1:
             raise InvalidInput("Unknown ledger account.")
         issuance_balance = _check_and_find(rows, issuance)

@@ -108,6 +108,28 @@ async def test_a_lot_is_issued_once(database):
     assert await LotHolding.filter(lot_id=lot).values_list("balance", flat=True) == [40]
 
 
+async def test_bulk_issuances_and_postings_to_the_same_residents_at_once_all_land(database):
+    import asyncio
+
+    from app.participants import Participant
+
+    people = [(await Participant.create(kind="individual", subject=unique("bulk-res"))).id
+              for _ in range(4)]
+    accounts = [await holder_account_id(pid, Asset.REDUCTION_GRAMS) for pid in people]
+    await system_account_id(SystemAccount.GRAMS_ISSUANCE)  # opened once, before the race
+
+    async def bulk() -> None:
+        async with in_transaction() as conn:
+            lot = await _lot(40, conn)
+            await issue_lot(conn, lot, [(a, 10) for a in accounts], "bulk-race")
+
+    # post() locks residents first and the issuance account last; issue_lot does the same.
+    await asyncio.gather(*(f() for _ in range(4) for f in (bulk, lambda: issue_grams(people[0], 5))))
+    assert [(await Account.get(id=a)).balance for a in accounts] == [60, 40, 40, 40]
+    report = await verify()
+    assert report.ok, report.problems
+
+
 async def test_holder_accounts_opens_the_missing_ones(database):
     from app.participants import Participant
 
