@@ -5,8 +5,10 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
+from tortoise.transactions import in_transaction
 
 from app.auth import Principal
+from app.ledger.accounts import open_holder_accounts
 
 
 class Participant(Model):
@@ -41,20 +43,15 @@ async def _get_or_create(key: str, **values: str) -> int:
     row = await Participant.filter(**lookup).only("id").first()
     if row is None:
         try:
-            row = await Participant.create(**values)
+            async with in_transaction():  # a participant never exists without its accounts
+                row = await Participant.create(**values)
+                await open_holder_accounts(row.id)
         except IntegrityError:
             row = await Participant.filter(**lookup).only("id").first()
             if row is None:
                 raise
-        await _on_created(row.id, values["kind"])
     _cache[key] = row.id
     return row.id
-
-
-async def _on_created(participant_id: int, kind: str) -> None:
-    from app.ledger.accounts import open_holder_accounts
-
-    await open_holder_accounts(participant_id)
 
 
 async def resident_id(principal: Principal) -> int:

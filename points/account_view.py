@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.sql import fetch
 from points.credit import Standing, is_current, recompute_credit, standing_from_row
 from points.growth import Growth, growth_of
 from points.rules import Level
-from points.sql import fetch
 
 _ACCOUNT_SQL = """
 SELECT pt.display_name AS display_name,

@@ -20,6 +20,7 @@ from app.auth import Principal
 from app.errors import Duplicate, InvalidInput, NotFound
 from app.events import account_changed
 from app.participants import Participant, organisation_id
+from app.sql import fetch
 from mall.rules import is_valid_credit_code, normalise_credit_code
 from points.credit import refresh_credit_many
 from points.growth import record_crossings
@@ -30,7 +31,6 @@ from points.models import (
     BehaviorScenario,
 )
 from points.rules import MAX_EVENTS, Rule, check_rules, clip_to_cap, in_period, shanghai_day
-from points.sql import fetch
 from registry.approval_rules import check_code, check_name
 from registry.authorizations import active_authorizations, authorized_at
 from registry.scenarios import scenario_code_taken

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from app.sql import as_datetime, fetch, for_dialect
 from points.credit_rules import (
     CANCELLATION_WINDOW_DAYS,
     GRADES,
@@ -27,7 +28,6 @@ from points.credit_rules import (
     grade_rank,
 )
 from points.models import CreditSnapshot, MisconductKind, VoucherCancellation
-from points.sql import as_datetime, fetch, for_dialect
 
 __all__ = [
     "GRADES",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from tortoise.exceptions import IntegrityError
+from tortoise import connections
+from tortoise.backends.base.client import TransactionalDBClient
 
 from app.errors import NotFound
-from app.ledger.models import Account, AccountKind, Asset
+from app.ledger.models import Account, Asset
+from app.sql import for_dialect
 
 
 class SystemAccount(StrEnum):
@@ -20,30 +22,23 @@ class SystemAccount(StrEnum):
     POINTS_BOUGHT_BACK = "POINTS_BOUGHT_BACK"
 
 
-SYSTEM_LAYOUT: dict[SystemAccount, tuple[Asset, AccountKind]] = {
-    SystemAccount.GRAMS_ISSUANCE: (Asset.REDUCTION_GRAMS, AccountKind.ISSUANCE),
-    SystemAccount.CONVERSION_RESERVE: (Asset.REDUCTION_GRAMS, AccountKind.RESERVE),
-    SystemAccount.GRAMS_RETIRED: (Asset.REDUCTION_GRAMS, AccountKind.RETIRED),
-    SystemAccount.POINTS_ISSUANCE: (Asset.POINTS, AccountKind.ISSUANCE),
-    SystemAccount.POINTS_BOUGHT_BACK: (Asset.POINTS, AccountKind.BURNED),
-}
-
 _system_ids: dict[SystemAccount, int] = {}
 _holder_ids: dict[tuple[int, Asset], int] = {}
 
+_OPEN_HOLDER = (
+    "INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)"
+    " VALUES ($1, 'holder', $2, 0, 0) ON CONFLICT (participant_id, asset) DO NOTHING"
+)
+
 
 async def system_account_id(code: SystemAccount) -> int:
-    """The id of a system account, opening it on first use."""
+    """The id of a system account (the migrations open all of them)."""
     cached = _system_ids.get(code)
     if cached is not None:
         return cached
     row = await Account.filter(code=code.value).only("id").first()
     if row is None:
-        asset, kind = SYSTEM_LAYOUT[code]
-        try:
-            row = await Account.create(code=code.value, asset=asset.value, kind=kind.value)
-        except IntegrityError:
-            row = await Account.get(code=code.value)
+        raise RuntimeError(f"System account {code} is missing: run `puhui migrate`.")
     _system_ids[code] = row.id
     return row.id
 
@@ -55,17 +50,22 @@ async def open_holder_accounts(participant_id: int) -> None:
 
 
 async def holder_account_id(participant_id: int, asset: Asset) -> int:
-    """The id of a participant's account of `asset`, opening it if needed."""
+    """The id of a participant's account of `asset`, opening it if needed.
+
+    An id is kept for the process only when read outside a transaction, so no other
+    transaction is ever handed an account that is not committed (or was rolled back). Opening
+    is an insert that yields to a concurrent one, so it never aborts the caller's transaction.
+    """
     cached = _holder_ids.get((participant_id, asset))
     if cached is not None:
         return cached
+    conn = connections.get("default")
     row = await Account.filter(participant_id=participant_id, asset=asset.value).only("id").first()
     if row is None:
-        try:
-            row = await Account.create(participant_id=participant_id, asset=asset.value)
-        except IntegrityError:
-            row = await Account.get(participant_id=participant_id, asset=asset.value)
-    _holder_ids[(participant_id, asset)] = row.id
+        await conn.execute_query(*for_dialect(_OPEN_HOLDER, [asset.value, participant_id]))
+        row = await Account.get(participant_id=participant_id, asset=asset.value).only("id")
+    if not isinstance(conn, TransactionalDBClient):
+        _holder_ids[(participant_id, asset)] = row.id
     return row.id
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,7 +9,6 @@ from datetime import UTC, datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import F, Subquery
 
-from app.db import dialect
 from app.errors import InsufficientPoints, InsufficientReductions, InvalidInput, NotEligible
 from app.ledger.models import (
     Account,
@@ -23,6 +21,7 @@ from app.ledger.models import (
     Transfer,
     TransferLot,
 )
+from app.sql import for_dialect
 
 
 @dataclass(frozen=True)
@@ -124,13 +123,6 @@ async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, _Me
     if any(i not in _meta for i in ids):
         raise InvalidInput("Unknown ledger account.")
     return {i: _meta[i] for i in ids}
-
-
-def _sql(template: str) -> str:
-    """Raw SQL with the connection's placeholder style ($1 on asyncpg, ? on SQLite)."""
-    if dialect() == "sqlite":
-        return re.sub(r"\$(\d+)", r"?\1", template)
-    return template
 
 
 _ADD_TO_HOLDING = """
@@ -237,7 +229,7 @@ async def post(
     final: dict[int, int] = {}
     for account_id in sorted(delta):
         rows = await conn.execute_query_dict(
-            _sql(_APPLY), [delta[account_id], released.get(account_id, 0), account_id]
+            *for_dialect(_APPLY, [delta[account_id], released.get(account_id, 0), account_id])
         )
         if not rows:
             await _refuse_shared(conn, postings, account_id, delta[account_id])
@@ -254,7 +246,7 @@ async def post(
     for p, lots in zip(postings, lots_of, strict=True):
         if meta[p.credit].kind != AccountKind.ISSUANCE:
             for lot_id, amount in lots:
-                await conn.execute_query(_sql(_ADD_TO_HOLDING), [p.credit, lot_id, amount])
+                await conn.execute_query(*for_dialect(_ADD_TO_HOLDING, [p.credit, lot_id, amount]))
 
     # balance_after: residents' accounts replay from the locked balance, shared ones back from
     # the balance their single update returned.

@@ -136,3 +136,22 @@ async def test_opposite_transfers_between_a_resident_and_an_organisation_never_d
     assert (await Account.get(id=acc_p)).balance == 1000
     assert (await Account.get(id=acc_o)).balance == 1000
     assert (await verify()).ok
+
+
+async def test_accounts_opened_inside_concurrent_transactions_stay_consistent(database):
+    """Sixteen issuances at once to four people whose accounts are not open yet: every one
+    lands (no transaction is handed an account another one has not committed) and the ledger
+    verifies."""
+    from app.ledger import accounts
+    from app.participants import Participant
+
+    people = [(await Participant.create(kind="individual", subject=unique("race"))).id for _ in range(4)]
+    accounts.forget_cache()
+    results = await asyncio.gather(
+        *(issue_grams(people[n % 4], 10 + n) for n in range(16)), return_exceptions=True
+    )
+    assert [r for r in results if isinstance(r, Exception)] == []
+    for n, pid in enumerate(people):
+        account = await Account.get(participant_id=pid, asset=Asset.REDUCTION_GRAMS.value)
+        assert account.balance == sum(10 + k for k in range(n, 16, 4))
+    assert (await verify()).ok
