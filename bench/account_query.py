@@ -283,8 +283,7 @@ async def _issue(conn: asyncpg.Connection, asset: str, code: str, reference: str
     total = await conn.fetchval(
         "SELECT SUM(balance) FROM ledger_account WHERE kind = 'holder' AND asset = $1", asset)
     issuance = await conn.fetchval(
-        """INSERT INTO ledger_account (asset, kind, code, balance, pending)
-           VALUES ($1, 'issuance', $2, $3, 0) RETURNING id""", asset, code, -total)
+        "UPDATE ledger_account SET balance = balance + $2 WHERE code = $1 RETURNING id", code, -total)
     await conn.execute(
         """INSERT INTO ledger_transfer (asset, kind, debit_account_id, credit_account_id, amount,
              reference, memo, created_at)

@@ -144,9 +144,8 @@ async def seed(dsn: str, residents: int, grams_each: int) -> None:
                    CROSS JOIN (VALUES ('REDUCTION_GRAMS'), ('POINTS')) AS a(asset)
                    WHERE p.kind = 'individual'""", grams_each)
             issuance = await conn.fetchval(
-                """INSERT INTO ledger_account (asset, kind, code, balance, pending)
-                   VALUES ('REDUCTION_GRAMS', 'issuance', 'GRAMS_ISSUANCE', $1, 0) RETURNING id""",
-                -total)
+                "UPDATE ledger_account SET balance = balance + $1"
+                " WHERE code = 'GRAMS_ISSUANCE' RETURNING id", -total)
             lot = await conn.fetchval(
                 """INSERT INTO ledger_lot (serial_prefix, source_type, source_code, methodology_code,
                      methodology_version, methodology_class, vintage, issued_grams, created_at)

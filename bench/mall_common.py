@@ -171,8 +171,8 @@ async def seed_residents(bench: Bench, prefix: str, count: int, points_each: int
             if not points_each:
                 return
             issuance = await conn.fetchval(
-                """INSERT INTO ledger_account (asset, kind, code, balance, pending)
-                   VALUES ('POINTS', 'issuance', 'POINTS_ISSUANCE', $1, 0) RETURNING id""", -total)
+                "UPDATE ledger_account SET balance = balance + $1"
+                " WHERE code = 'POINTS_ISSUANCE' RETURNING id", -total)
             reference = f"bench-points:{prefix}"
             await conn.execute(
                 """INSERT INTO ledger_transfer (asset, kind, debit_account_id, credit_account_id,
