@@ -31,15 +31,11 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,35 +51,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.support import (  # noqa: E402
+    PUHUI,
+    ROOT,
+    Bench,
+    add_residents,
+    free_ports,
+    require_wrk,
+    run_wrk,
+    serving,
+    wrk_script,
+)
+
 CONTRACT = ROOT.parent / "shared" / "contract" / "operations.graphql"
-PUHUI = str(Path(sys.executable).parent / "puhui")
 SECRET = "bench-secret-for-the-account-query-benchmark-0123456789"
 ISSUER, AUDIENCE = "puhui-bench", "puhui"
-SUBJECT = "bench-acct-{:07d}"
+PREFIX = "bench-acct"
+SUBJECT = PREFIX + "-{:07d}"
 SUBSET = "query MyAccount { me { id displayName account { reductionGrams points } } }"
 LEVELS = [("L1", "Seedling", 0), ("L2", "Sapling", 500), ("L3", "Grove", 2_000),
           ("L4", "Forest", 10_000)]
 log = logging.getLogger("bench.account_query")
 
-WRK_SCRIPT = r"""
-local threads = {}
-local counter = 0
-local tokens = {}
-local path = PATH
-local body = BODY
-local nthreads = NTHREADS
-
-function setup(thread)
-  thread:set("tid", #threads)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
-  ok, failed = 0, 0
-end
-
+HANDLERS = r"""
 function request()
   local i = (counter * nthreads + tid) % #tokens + 1
   counter = counter + 1
@@ -97,21 +89,6 @@ function response(status, headers, body)
   else
     failed = failed + 1
   end
-end
-
-function done(summary, latency, requests)
-  local sums = {ok = 0, failed = 0}
-  for _, t in ipairs(threads) do
-    sums.ok = sums.ok + t:get("ok")
-    sums.failed = sums.failed + t:get("failed")
-  end
-  io.write(string.format(
-    'RESULT {"ok": %d, "failed": %d, "requests": %d, "errors": %d,' ..
-    ' "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
-    sums.ok, sums.failed, summary.requests,
-    summary.errors.connect + summary.errors.read + summary.errors.write +
-      summary.errors.status + summary.errors.timeout,
-    summary.duration, latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
 
@@ -215,57 +192,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now (other benches may hold the usual ones)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _dsn(server: str, db: str) -> str:
-    return f"{server.rstrip('/').replace('postgres://', 'postgresql://', 1)}/{db}"
-
-
 async def seed(dsn: str, residents: int) -> None:
     """Residents with grams (one issued lot), points, experience, and a growth-level table."""
     now = datetime.now(UTC)
     conn = await asyncpg.connect(dsn)
     try:
         async with conn.transaction():
-            await conn.copy_records_to_table(
-                "participant", columns=("kind", "subject", "display_name", "created_at"),
-                records=[("individual", SUBJECT.format(i), f"居民 {i:05d}", now)
-                         for i in range(residents)])
-            await conn.execute(
-                """INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)
-                   SELECT a.asset, 'holder', p.id,
-                          CASE WHEN a.asset = 'REDUCTION_GRAMS' THEN 1000 + (p.id % 997) * 13
-                               ELSE p.id % 500 END, 0
-                   FROM participant p
-                   CROSS JOIN (VALUES ('REDUCTION_GRAMS'), ('POINTS')) AS a(asset)
-                   WHERE p.kind = 'individual'""")
-            grams = await conn.fetchval("""SELECT SUM(balance) FROM ledger_account
-                                           WHERE kind = 'holder' AND asset = 'REDUCTION_GRAMS'""")
-            lot = await conn.fetchval(
-                """INSERT INTO ledger_lot (serial_prefix, source_type, source_code, methodology_code,
-                     methodology_version, methodology_class, vintage, issued_grams, created_at)
-                   VALUES ($1, 'scenario', 'BENCH', 'BENCH-M', '1.0', 'II', 2026, $2, $3)
-                   RETURNING id""", f"BENCH-{uuid.uuid4().hex[:10]}", grams, now)
-            for asset, code in (("REDUCTION_GRAMS", "GRAMS_ISSUANCE"), ("POINTS", "POINTS_ISSUANCE")):
-                await _issue(conn, asset, code, f"bench-{asset.lower()}", now)
-            await conn.execute(
-                """INSERT INTO ledger_transfer_lot (transfer_id, lot_id, amount)
-                   SELECT id, $1, amount FROM ledger_transfer WHERE reference = 'bench-reduction_grams'""",
-                lot)
-            await conn.execute(
-                """INSERT INTO ledger_lot_holding (account_id, lot_id, balance)
-                   SELECT id, $1, balance FROM ledger_account
-                   WHERE kind = 'holder' AND asset = 'REDUCTION_GRAMS'""", lot)
+            await add_residents(conn, PREFIX, residents, now, grams="1000 + (p.id % 997) * 13",
+                                points="p.id % 500", names="居民 {:05d}")
             await conn.execute(
                 """INSERT INTO points_experience (participant_id, total, updated_at)
                    SELECT id, (id * 7) % 3000, $1 FROM participant WHERE kind = 'individual'""", now)
@@ -275,30 +209,6 @@ async def seed(dsn: str, residents: int) -> None:
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
-
-
-async def _issue(conn: asyncpg.Connection, asset: str, code: str, reference: str,
-                 now: datetime) -> None:
-    """Credit every holder's balance of `asset` from its issuance account, with transfers and entries."""
-    total = await conn.fetchval(
-        "SELECT SUM(balance) FROM ledger_account WHERE kind = 'holder' AND asset = $1", asset)
-    issuance = await conn.fetchval(
-        "UPDATE ledger_account SET balance = balance + $2 WHERE code = $1 RETURNING id", code, -total)
-    await conn.execute(
-        """INSERT INTO ledger_transfer (asset, kind, debit_account_id, credit_account_id, amount,
-             reference, memo, created_at)
-           SELECT a.asset, 'ISSUANCE', $2, a.id, a.balance, $3, '', $4 FROM ledger_account a
-           WHERE a.kind = 'holder' AND a.asset = $1 AND a.balance > 0 ORDER BY a.id""",
-        asset, issuance, reference, now)
-    await conn.execute(
-        """INSERT INTO ledger_entry (account_id, transfer_id, asset, kind, amount, balance_after,
-             memo, created_at)
-           SELECT credit_account_id, id, asset, kind, amount, amount, '', created_at
-           FROM ledger_transfer WHERE reference = $1
-           UNION ALL
-           SELECT debit_account_id, id, asset, kind, -amount, -SUM(amount) OVER (ORDER BY id), '',
-                  created_at
-           FROM ledger_transfer WHERE reference = $1""", reference)
 
 
 def compute_credit(env: dict[str, str]) -> None:
@@ -347,51 +257,8 @@ def choose_query(env: dict[str, str]) -> tuple[str, bool]:
 def write_script(path: Path, route: str, query: str, threads: int) -> None:
     """The wrk Lua script posting `query` to `route` with rotating tokens."""
     body = json.dumps({"query": query, "operationName": "MyAccount"})
-    path.write_text(WRK_SCRIPT.replace("PATH", json.dumps(route)).replace("BODY", json.dumps(body))
-                    .replace("NTHREADS", str(threads)))
-
-
-def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A server in its own process group."""
-    return subprocess.Popen(command, env=env, cwd=ROOT, start_new_session=True)
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """Stop a server's whole process group."""
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-async def wait_healthy(base: str, server: subprocess.Popen[bytes], within: float = 60) -> None:
-    """Wait until /healthz answers 200."""
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(base_url=base) as client:
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError("the server exited at start")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.3)
-    raise RuntimeError("the server did not become healthy")
-
-
-def run_wrk(args: argparse.Namespace, port: int, seconds: int, script: Path,
-            tokens: Path) -> dict[str, int]:
-    """Drive load on `port` for `seconds`; wrk's RESULT line as a dict."""
-    done = subprocess.run(
-        ["wrk", "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds}s",
-         "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}", "--", str(tokens)],
-        capture_output=True, text=True, check=True)
-    for line in done.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"wrk printed no result: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    path.write_text(wrk_script({"path": json.dumps(route), "body": json.dumps(body),
+                                "nthreads": str(threads)}, ["ok", "failed"], HANDLERS))
 
 
 async def sample(base: str, route: str, query: str, first: str) -> dict[str, Any]:
@@ -415,7 +282,6 @@ class Target:
     route: str
     script: Path
     rounds: list[dict[str, int]] = field(default_factory=list)
-    server: subprocess.Popen[bytes] | None = None
 
     def figures(self) -> tuple[float, float, float]:
         """req/s over every round, the median round's p50 and the worst round's p99 (ms)."""
@@ -430,25 +296,24 @@ async def measure(args: argparse.Namespace, targets: list[Target], env: dict[str
                   query: str, tokens: Path, first: str) -> list[dict[str, Any]]:
     """Serve every target at once, check one answer each, warm up, then measure in alternating
     rounds (so that load from elsewhere on the machine falls on both alike); stop the servers."""
-    try:
+
+    def load(target: Target, seconds: int) -> dict[str, int]:
+        """wrk on the target for `seconds`."""
+        return run_wrk(target.port, args.threads, args.connections, seconds, target.script, tokens)
+
+    async with contextlib.AsyncExitStack() as servers:
         answers = []
         for target in targets:
-            target.server = start(target.command, env)
-            await wait_healthy(f"http://127.0.0.1:{target.port}", target.server)
+            await servers.enter_async_context(serving(target.command, env, target.port))
             answers.append(await sample(f"http://127.0.0.1:{target.port}", target.route, query, first))
             if args.warmup > 0:
-                await asyncio.to_thread(run_wrk, args, target.port, args.warmup, target.script, tokens)
+                await asyncio.to_thread(load, target, args.warmup)
         seconds = max(1, args.duration // args.rounds)
         for number in range(args.rounds):
             for target in targets:
                 log.info("round %d/%d: %s, %d connections for %d s", number + 1, args.rounds,
                          target.label, args.connections, seconds)
-                target.rounds.append(await asyncio.to_thread(
-                    run_wrk, args, target.port, seconds, target.script, tokens))
-    finally:
-        for target in targets:
-            if target.server is not None:
-                stop(target.server)
+                target.rounds.append(await asyncio.to_thread(load, target, seconds))
     return answers
 
 
@@ -464,64 +329,46 @@ def report(target: Target) -> float:
 
 async def run(args: argparse.Namespace) -> None:
     """The whole benchmark; the database is dropped at the end unless --keep."""
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is needed: apt-get install -y wrk")
-    db = f"puhui_bench_acct_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_dsn(args.server, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    await admin.close()
-    dsn = _dsn(args.server, db)
-    env = {**os.environ, "PUHUI_DATABASE_URL": f"{args.server.rstrip('/')}/{db}",
-           "PUHUI_ENV": "development", "PUHUI_JWT_SECRET": SECRET, "PUHUI_JWT_ISSUER": ISSUER,
-           "PUHUI_JWT_AUDIENCE": AUDIENCE, "PUHUI_LOG_LEVEL": "WARNING", "BENCH_DSN": dsn,
-           "PUHUI_DB_POOL_SIZE": str(args.pool_size), "BENCH_POOL_SIZE": str(args.pool_size)}
-    env.pop("PUHUI_REDIS_URL", None)
-    if args.redis:
-        env["PUHUI_REDIS_URL"] = args.redis
-    work = Path(tempfile.mkdtemp(prefix="puhui-bench-account-"))
-    try:
-        await asyncio.to_thread(subprocess.run, [PUHUI, "migrate"], env=env, cwd=ROOT, check=True,
-                                stdout=subprocess.DEVNULL)
-        log.info("seeding %d residents", args.residents)
-        await seed(dsn, args.residents)
-        await asyncio.to_thread(compute_credit, env)
-        first = write_tokens(work / "tokens.txt", args.residents)
-        query, whole = await asyncio.to_thread(choose_query, env)
-        workers = ["--workers", str(args.workers)]
-        graphql_port, bare_port = (args.port, args.port + 1) if args.port else free_ports(2)
-        targets = [
-            Target("GraphQL", [PUHUI, "serve", "--port", str(graphql_port), *workers], graphql_port,
-                   "/graphql", work / "graphql.lua"),
-            Target("bare", [sys.executable, "-m", "uvicorn", "account_query:bare_app", "--factory",
-                            "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1",
-                            "--port", str(bare_port), *workers, "--no-access-log",
-                            "--proxy-headers", "--log-level", "warning"],
-                   bare_port, "/account", work / "bare.lua"),
-        ]
-        for target in targets:
-            write_script(target.script, target.route, query, args.threads)
-        graphql_account, bare_account = await measure(args, targets, env, query,
-                                                    work / "tokens.txt", first)
-        agree = {k: graphql_account[k] == bare_account.get(k) for k in graphql_account}
-        print(f"residents {args.residents}, {args.connections} connections, {args.workers} workers, "
-              f"{args.rounds} alternating rounds, {args.duration} s each endpoint after "
-              f"{args.warmup} s warm-up, PostgreSQL")
-        print("query: " + ("the contract's MyAccount" if whole else
-                           "subset (the contract's MyAccount does not validate yet): " + SUBSET))
-        graphql_rate = report(targets[0])
-        bare_rate = report(targets[1])
-        print(f"ratio     {graphql_rate / bare_rate:9.2f}  (GraphQL req/s / bare req/s; target >= 0.5;"
-              f" p99 target < 50 ms; p50 is the median round's, p99 the worst round's)")
-        print(f"same figures from both for the first resident: {all(agree.values())} "
-              f"({', '.join(k for k, same in agree.items() if not same) or 'all fields'})")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if not args.keep:
-            admin = await asyncpg.connect(_dsn(args.server, "postgres"))
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            await admin.close()
-        else:
-            log.info("kept database %s", db)
+    require_wrk()
+    bench = Bench(args.server, SECRET, prefix="puhui_bench_acct", redis=args.redis, keep=args.keep,
+                  extra_env={"PUHUI_JWT_ISSUER": ISSUER, "PUHUI_JWT_AUDIENCE": AUDIENCE,
+                             "PUHUI_DB_POOL_SIZE": str(args.pool_size),
+                             "BENCH_POOL_SIZE": str(args.pool_size)})
+    bench.extra_env["BENCH_DSN"] = bench.dsn
+    async with bench:
+        with tempfile.TemporaryDirectory(prefix="puhui-bench-account-") as tmp:
+            work = Path(tmp)
+            log.info("seeding %d residents", args.residents)
+            await seed(bench.dsn, args.residents)
+            await asyncio.to_thread(compute_credit, bench.env)
+            first = write_tokens(work / "tokens.txt", args.residents)
+            query, whole = await asyncio.to_thread(choose_query, bench.env)
+            graphql_port, bare_port = (args.port, args.port + 1) if args.port else free_ports(2)
+            targets = [
+                Target("GraphQL", bench.serve_command(args.workers, graphql_port), graphql_port,
+                       "/graphql", work / "graphql.lua"),
+                Target("bare", [sys.executable, "-m", "uvicorn", "account_query:bare_app", "--factory",
+                                "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1",
+                                "--port", str(bare_port), "--workers", str(args.workers),
+                                "--no-access-log", "--proxy-headers", "--log-level", "warning"],
+                       bare_port, "/account", work / "bare.lua"),
+            ]
+            for target in targets:
+                write_script(target.script, target.route, query, args.threads)
+            graphql_account, bare_account = await measure(args, targets, bench.env, query,
+                                                        work / "tokens.txt", first)
+    agree = {k: graphql_account[k] == bare_account.get(k) for k in graphql_account}
+    print(f"residents {args.residents}, {args.connections} connections, {args.workers} workers, "
+          f"{args.rounds} alternating rounds, {args.duration} s each endpoint after "
+          f"{args.warmup} s warm-up, PostgreSQL")
+    print("query: " + ("the contract's MyAccount" if whole else
+                       "subset (the contract's MyAccount does not validate yet): " + SUBSET))
+    graphql_rate = report(targets[0])
+    bare_rate = report(targets[1])
+    print(f"ratio     {graphql_rate / bare_rate:9.2f}  (GraphQL req/s / bare req/s; target >= 0.5;"
+          f" p99 target < 50 ms; p50 is the median round's, p99 the worst round's)")
+    print(f"same figures from both for the first resident: {all(agree.values())} "
+          f"({', '.join(k for k, same in agree.items() if not same) or 'all fields'})")
 
 
 def main() -> None:

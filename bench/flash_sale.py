@@ -32,21 +32,18 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.mall_common import (  # noqa: E402
+from bench.mall_common import SECRET, graphql, merchant_with_rights  # noqa: E402
+from bench.support import (  # noqa: E402
     Bench,
     LoadResult,
-    contract_operations,
+    all_at_once,
     cpu_seconds,
     free_port,
-    graphql,
-    merchant_with_rights,
     post_bytes,
     run_load,
     seed_residents,
-    sign,
-    stop,
-    wait_healthy,
 )
+from tests.helpers import contract_operations  # noqa: E402
 
 log = logging.getLogger("bench.flash_sale")
 PREFIX = "bench-sale"
@@ -68,17 +65,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-async def warm_listing(base: str) -> None:
+async def warm_listing(bench: Bench, base: str) -> None:
     """Every app opens the list first: one MallRights call fills the cache and the stock gate."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        await graphql(client, "MallRights", {"first": 20}, sign(f"{PREFIX}-0000000", ["resident"]))
+        await graphql(client, "MallRights", {"first": 20}, bench.sign(f"{PREFIX}-0000000", ["resident"]))
 
 
-def sale_requests(args: argparse.Namespace, right_id: str) -> list[bytes]:
+def sale_requests(bench: Bench, args: argparse.Namespace, right_id: str) -> list[bytes]:
     """One RedeemRight per resident, prepared before the gun."""
     query = contract_operations()["RedeemRight"]
     return [
-        post_bytes("127.0.0.1", args.port, sign(f"{PREFIX}-{i:07d}", ["resident"]), {
+        post_bytes("127.0.0.1", args.port, bench.sign(f"{PREFIX}-{i:07d}", ["resident"]), {
             "query": query, "operationName": "RedeemRight",
             "variables": {"input": {"rightId": right_id, "quantity": 1, "idempotencyKey": f"sale-{i}"}},
         })
@@ -131,7 +128,7 @@ async def bare_loop(bench: Bench, attempts: int, stock: int, price: int, connect
     finally:
         await setup.close()
     pool = await asyncpg.create_pool(bench.dsn, min_size=connections, max_size=connections)
-    result = LoadResult(0.0, [], {}, [])
+    result = LoadResult()
     todo = iter(range(attempts))
     start = asyncio.Event()
 
@@ -151,12 +148,7 @@ async def bare_loop(bench: Bench, attempts: int, stock: int, price: int, connect
                 result.latencies.append(time.perf_counter() - began)
                 result.bodies.append(b"ok" if taken == "UPDATE 1" else b"out")
 
-    users = [asyncio.create_task(user()) for _ in range(connections)]
-    await asyncio.sleep(0.5)
-    began = time.perf_counter()
-    start.set()
-    await asyncio.gather(*users)
-    result.seconds = time.perf_counter() - began
+    await all_at_once([asyncio.create_task(user()) for _ in range(connections)], start, result)
     await pool.close()
     return result
 
@@ -164,25 +156,19 @@ async def bare_loop(bench: Bench, attempts: int, stock: int, price: int, connect
 async def run(args: argparse.Namespace) -> None:
     """The whole benchmark; the database is dropped at the end unless --keep."""
     args.port = args.port or free_port()
-    bench = Bench(args.server, args.redis)
-    await bench.create()
-    server = None
     base = f"http://127.0.0.1:{args.port}"
-    try:
+    async with Bench(args.server, SECRET, prefix="mallbench", redis=args.redis, keep=args.keep) as bench:
         log.info("seeding %d residents with %d points each", args.residents, args.price * 10)
-        await seed_residents(bench, PREFIX, args.residents, args.price * 10)
-        server = bench.serve(args.workers, args.port)
-        await wait_healthy(base, server)
-        _, [right_id] = await merchant_with_rights(base, 1, args.stock, args.price)
-        await warm_listing(base)
-        requests = await asyncio.to_thread(sale_requests, args, right_id)
-        log.info("the sale: %d residents, stock %d, %d connections", args.residents, args.stock,
-                 args.connections)
-        cpu_before = cpu_seconds(server)
-        sale = await run_load("127.0.0.1", args.port, requests, args.connections)
-        server_cpu = cpu_seconds(server) - cpu_before
-        stop(server)
-        server = None
+        await seed_residents(bench, PREFIX, args.residents, points=args.price * 10)
+        async with bench.serving(args.workers, args.port) as server:
+            _, [right_id] = await merchant_with_rights(bench, base, 1, args.stock, args.price)
+            await warm_listing(bench, base)
+            requests = await asyncio.to_thread(sale_requests, bench, args, right_id)
+            log.info("the sale: %d residents, stock %d, %d connections", args.residents, args.stock,
+                     args.connections)
+            cpu_before = cpu_seconds(server)
+            sale = await run_load("127.0.0.1", args.port, requests, args.connections)
+            server_cpu = cpu_seconds(server) - cpu_before
         counts = classify(sale)
         figures = await database_figures(bench)
         verified = await asyncio.to_thread(bench.ledger_verify)
@@ -212,13 +198,6 @@ async def run(args: argparse.Namespace) -> None:
         print(f"no oversell, every loser OUT_OF_STOCK, no 500s: {'yes' if exact else 'NO'}")
         if not (exact and verified and figures["lowest"] >= 0):
             raise SystemExit(1)
-    finally:
-        if server is not None:
-            stop(server)
-        if not args.keep:
-            await bench.drop()
-        else:
-            log.info("kept database %s", bench.db)
 
 
 def main() -> None:

@@ -23,10 +23,7 @@ import asyncio
 import csv
 import io
 import logging
-import os
 import random
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -38,8 +35,9 @@ import asyncpg
 import httpx
 import orjson
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.support import Bench, RssWatch, add_residents  # noqa: E402
 
 log = logging.getLogger("bench.ingest")
 SECRET = "bench-secret-for-the-ingest-benchmark-0123456789"
@@ -73,10 +71,6 @@ def parse_args() -> argparse.Namespace:
                         help="PostgreSQL server URL (a database is created on it and dropped)")
     parser.add_argument("--keep", action="store_true", help="keep the database for inspection")
     return parser.parse_args()
-
-
-def _dsn(server: str, db: str) -> str:
-    return f"{server.rstrip('/').replace('postgres://', 'postgresql://', 1)}/{db}"
 
 
 def make_rows(records: int, residents: int, seed: int = 7) -> list[tuple[str, float, datetime, str]]:
@@ -123,16 +117,7 @@ async def setup(dsn: str, residents: int) -> str:
                  operator_org, no_double_counting_commitment, status, created_at, published_at)
                VALUES ($1, 'Bench metro', $2, $3, $4, TRUE, 'PUBLISHED', $5, $5)""",
             code, methodology, operator, ORG, now)
-        await conn.copy_records_to_table(
-            "participant",
-            columns=("kind", "subject", "display_name", "created_at"),
-            records=[("individual", f"bench-res-{i:07d}", f"Bench {i}", now) for i in range(residents)],
-        )
-        await conn.execute(
-            """INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)
-               SELECT a.asset, 'holder', p.id, 0, 0 FROM participant p
-               CROSS JOIN (VALUES ('REDUCTION_GRAMS'), ('POINTS')) AS a(asset)
-               WHERE p.kind = 'individual'""")
+        await add_residents(conn, "bench-res", residents, now)
         await conn.execute(
             """INSERT INTO registry_scenario_authorization (participant_id, scenario_code, granted_at)
                SELECT id, $1, $2 FROM participant WHERE kind = 'individual'""",
@@ -172,83 +157,6 @@ async def plain_copy(dsn: str, rows: list[tuple[str, float, datetime, str]]) -> 
         await conn.execute("DROP TABLE IF EXISTS bench_bare")
         await conn.close()
     return timings[0], timings[1]
-
-
-def _rss_kb(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found.extend(int(c) for c in (task / "children").read_text().split())
-        except FileNotFoundError:
-            continue
-    return found
-
-
-class RssWatch:
-    """Samples the RSS of the server's worker processes (and of all its processes) every 100 ms."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.peak_workers_kb = 0
-        self.peak_total_kb = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def sample(self) -> None:
-        """Take one sample."""
-        workers = _children(self.pid)
-        worker_kb = sum(_rss_kb(p) for p in workers)
-        self.peak_workers_kb = max(self.peak_workers_kb, worker_kb)
-        self.peak_total_kb = max(self.peak_total_kb, worker_kb + _rss_kb(self.pid))
-
-    async def _run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(0.1)
-
-    def start(self) -> None:
-        """Start sampling in the background."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop sampling."""
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-def start_server(env: dict[str, str], workers: int, port: int) -> subprocess.Popen[bytes]:
-    """`puhui serve` in its own process group."""
-    return subprocess.Popen(
-        [str(Path(sys.executable).parent / "puhui"), "serve", "--workers", str(workers),
-         "--port", str(port)],
-        env=env, cwd=ROOT, start_new_session=True,
-    )
-
-
-async def wait_healthy(base: str, server: subprocess.Popen[bytes], within: float = 60) -> None:
-    """Wait until /healthz answers 200."""
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(base_url=base) as client:
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError("the server exited at start")
-            try:
-                if (await client.get("/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.3)
-    raise RuntimeError("the server did not become healthy")
 
 
 STAGGER_S = 0.2
@@ -309,74 +217,35 @@ async def issue(base: str, code: str, token: str) -> tuple[dict, float]:
     return payload["issuance"], elapsed
 
 
-def ledger_verify(env: dict[str, str]) -> bool:
-    """`puhui ledger verify` on the bench database."""
-    done = subprocess.run([str(Path(sys.executable).parent / "puhui"), "ledger", "verify"],
-                          env=env, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        log.error("ledger verify failed: %s", done.stdout[-2000:])
-    return done.returncode == 0
-
-
 async def run(args: argparse.Namespace) -> Figures:
-    """The whole benchmark; the database is dropped at the end."""
-    db = f"puhui_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_dsn(args.server, "postgres"))
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    await admin.close()
-    env = {**os.environ, "PUHUI_DATABASE_URL": f"{args.server.rstrip('/')}/{db}",
-           "PUHUI_ENV": "development", "PUHUI_JWT_SECRET": SECRET, "PUHUI_LOG_LEVEL": "WARNING"}
-    env.pop("PUHUI_REDIS_URL", None)
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        await asyncio.to_thread(
-            subprocess.run, [str(Path(sys.executable).parent / "puhui"), "migrate"], env=env,
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        dsn = _dsn(args.server, db)
+    """The whole benchmark; the database is dropped at the end unless --keep."""
+    async with Bench(args.server, SECRET, keep=args.keep) as bench:
         log.info("setting up %d residents", args.residents)
-        code = await setup(dsn, args.residents)
+        code = await setup(bench.dsn, args.residents)
         rows = make_rows(args.records, args.residents)
         share = -(-len(rows) // args.streams)
         bodies = [ndjson(rows[i : i + share]) for i in range(0, len(rows), share)]
+        operator = bench.sign("bench-operator", ["scenario_operator"], org=ORG)
+        center = bench.sign("bench-center", ["center"])
 
-        os.environ.update({k: env[k] for k in ("PUHUI_ENV", "PUHUI_JWT_SECRET")})
-        from app.auth import issue_token
-        from app.settings import get_settings
-
-        get_settings.cache_clear()
-        operator = issue_token("bench-operator", ["scenario_operator"], org=ORG)
-        center = issue_token("bench-center", ["center"])
-
-        server = start_server(env, args.workers, args.port)
         base = f"http://127.0.0.1:{args.port}"
-        await wait_healthy(base, server)
-        log.info("plain COPY of %d rows", len(rows))
-        copy_s, copy_binary_s = await plain_copy(dsn, rows)
-        del rows
+        async with bench.serving(args.workers, args.port) as server:
+            log.info("plain COPY of %d rows", len(rows))
+            copy_s, copy_binary_s = await plain_copy(bench.dsn, rows)
+            del rows
 
-        watch = RssWatch(server.pid)
-        watch.start()
-        log.info("streaming %d records in %d requests", args.records, len(bodies))
-        accepted, ingest_s = await ingest(base, code, operator, bodies)
-        log.info("issuing")
-        issuance, issue_s = await issue(base, code, center)
-        watch.sample()
-        await watch.stop()
-        if not await asyncio.to_thread(ledger_verify, env):
-            raise RuntimeError("ledger verify failed after the benchmark")
-        return Figures(args.records, accepted, ingest_s, issuance["records"], issue_s, copy_s,
-                       copy_binary_s, watch.peak_workers_kb / 1024, watch.peak_total_kb / 1024)
-    finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-        if not args.keep:
-            admin = await asyncpg.connect(_dsn(args.server, "postgres"))
-            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            await admin.close()
+            watch = RssWatch(server.pid)
+            watch.start()
+            log.info("streaming %d records in %d requests", args.records, len(bodies))
+            accepted, ingest_s = await ingest(base, code, operator, bodies)
+            log.info("issuing")
+            issuance, issue_s = await issue(base, code, center)
+            watch.sample()
+            await watch.stop()
+            if not await asyncio.to_thread(bench.ledger_verify):
+                raise RuntimeError("ledger verify failed after the benchmark")
+    return Figures(args.records, accepted, ingest_s, issuance["records"], issue_s, copy_s,
+                   copy_binary_s, watch.peak_workers_kb / 1024, watch.peak_total_kb / 1024)
 
 
 def report(f: Figures) -> str:
