@@ -1,13 +1,19 @@
-"""After-commit events: tell live subscribers that a participant's account changed."""
+"""After-commit events: tell live subscribers that a participant's account changed.
+
+Notices are queued and published by one flusher per process within NOTICE_DELAY, once per
+participant however many changes it had meanwhile (a flash sale's thousand notices to one
+merchant become a few), in one round trip to the store.
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
+from app.coalesce import Coalescer
 from app.redis import get_store
 
-log = logging.getLogger(__name__)
+NOTICE_DELAY = 0.02  # seconds; subscribers expect prompt pushes
+NOTICE_BATCH = 1_000  # this many waiting notices are published without waiting out the delay
 
 
 def account_channel(participant_id: int) -> str:
@@ -15,10 +21,19 @@ def account_channel(participant_id: int) -> str:
     return f"puhui:account:{participant_id}"
 
 
+async def _publish(participant_ids: list[int]) -> None:
+    await get_store().publish_many([(account_channel(pid), "changed") for pid in participant_ids])
+
+
+_notices = Coalescer(_publish, what="publish the account change", delay=NOTICE_DELAY,
+                     limit=NOTICE_BATCH)
+
+
 async def account_changed(participant_ids: Iterable[int]) -> None:
-    """Publish a change notice for each participant; call only after the transaction commits."""
-    for participant_id in set(participant_ids):
-        try:
-            await get_store().publish(account_channel(participant_id), "changed")
-        except Exception:  # noqa: BLE001 - a lost notice must never fail the committed change
-            log.warning("could not publish account change for participant %s", participant_id)
+    """Queue a change notice for each participant; call only after the transaction commits."""
+    _notices.add(participant_ids)
+
+
+async def flush_notices() -> None:
+    """Publish the notices queued now (at shutdown, or when a caller must know they are out)."""
+    await _notices.flush()

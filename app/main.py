@@ -15,10 +15,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from app.db import close_db, init_db
+from app.events import flush_notices
 from app.health import health
 from app.jobs import start_jobs, stop_jobs
 from app.redis import close_store, get_store
 from app.settings import Settings, get_settings
+from points.credit import flush_refreshes
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             yield
         finally:
             await stop_jobs(jobs)
+            # After-commit work still queued: notices and credit refreshes, before their stores close.
+            await flush_notices()
+            await flush_refreshes()
             await close_store()
             if manage_db:
                 await close_db()

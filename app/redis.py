@@ -11,7 +11,7 @@ import fnmatch
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -36,6 +36,7 @@ class Store(Protocol):
     async def take(self, key: str, amount: int, bypass_key: str) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
+    async def publish_many(self, messages: Iterable[tuple[str, str]]) -> None: ...
     def subscribe(self, channel: str) -> AsyncIterator[str]: ...
     def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]: ...
     async def ping(self) -> bool: ...
@@ -142,6 +143,11 @@ class MemoryStore:
             queue.put_nowait(message)
         self._fanout.publish(channel, message)
 
+    async def publish_many(self, messages: Iterable[tuple[str, str]]) -> None:
+        """Publish (channel, message) pairs in order."""
+        for channel, message in messages:
+            await self.publish(channel, message)
+
     def listen(self, channel: str) -> AbstractAsyncContextManager[Listener]:
         """A listener on `channel`, ready on entry, for as long as the context lasts."""
         return self._fanout.listen(channel)
@@ -225,6 +231,13 @@ class RedisStore:
     async def publish(self, channel: str, message: str) -> None:
         """Publish `message` to every process subscribed to `channel`."""
         await self.client.publish(channel, message)
+
+    async def publish_many(self, messages: Iterable[tuple[str, str]]) -> None:
+        """Publish (channel, message) pairs in order, in one round trip (a pipeline)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel, message in messages:
+                pipe.publish(channel, message)
+            await pipe.execute()
 
     async def subscribe(self, channel: str) -> AsyncIterator[str]:
         """Messages published to `channel` from now on, from any process."""

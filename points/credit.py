@@ -2,15 +2,18 @@
 
 The standing is stored per participant together with the grams and points balances it was
 computed at. Code that changes a participant's history calls `refresh_credit` after its commit;
-a reader that finds the stored balances differ from the ledger (a change made elsewhere, or two
-refreshes racing) recomputes before answering, so a stale standing is never served.
-A snapshot is kept whenever the score or grade changes.
+that only queues the participant, and one flusher per process recomputes everything queued in
+one batch shortly after (a flash sale's thousand refreshes become a few batched statements).
+A reader that finds the stored balances differ from the ledger (a refresh still queued, a change
+made elsewhere, or two refreshes racing) recomputes before answering. A change the balances do
+not show (a misconduct flag) is covered by `current_standing`, which also recomputes while this
+process has the participant's refresh queued. A snapshot is kept whenever the score or grade
+changes.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from app.coalesce import Coalescer
 from app.sql import as_datetime, fetch, for_dialect
 from points.credit_rules import (
     CANCELLATION_WINDOW_DAYS,
@@ -34,6 +38,7 @@ __all__ = [
     "Standing",
     "current_grade",
     "current_standing",
+    "flush_refreshes",
     "grade_at_least",
     "note_voucher_cancellation",
     "recompute_credit",
@@ -41,8 +46,6 @@ __all__ = [
     "refresh_credit",
     "refresh_credit_many",
 ]
-
-log = logging.getLogger(__name__)
 
 # Inputs of many participants at once: {ids} is replaced by $3, $4, ... (one per participant).
 _INPUTS_SQL = """
@@ -114,6 +117,7 @@ LEFT JOIN points_credit_standing c ON c.participant_id = p.id
 WHERE p.id = $1
 """
 _CHUNK = 400
+REFRESH_DELAY = 0.05  # seconds a queued refresh waits for others to share its batch
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,9 @@ def is_current(row: dict) -> bool:
 
 
 async def current_standing(participant_id: int) -> Standing:
-    """The participant's standing, recomputed first if it is missing or stale."""
+    """The participant's standing, recomputed first if it is missing, stale or due a refresh."""
     rows = await fetch(_CURRENT_SQL, [participant_id])
-    if rows and is_current(rows[0]):
+    if rows and is_current(rows[0]) and participant_id not in _refreshes:
         standing = standing_from_row(rows[0])
         if standing is not None:
             return standing
@@ -246,16 +250,20 @@ async def recompute_credit(participant_id: int) -> Standing:
     return standing
 
 
+_refreshes = Coalescer(recompute_many, what="refresh the credit standing", delay=REFRESH_DELAY,
+                       limit=_CHUNK)
+
+
 async def refresh_credit(participant_id: int) -> None:
-    """Bring the standing up to date after a commit; a failure is logged, never raised."""
-    await refresh_credit_many([participant_id])
+    """Queue the standing for a refresh after a commit; a failure is logged, never raised."""
+    _refreshes.add((participant_id,))
 
 
 async def refresh_credit_many(participant_ids: Iterable[int]) -> None:
-    """Refresh several participants after a commit; a failure is logged, never raised."""
-    wanted = sorted(set(participant_ids))
-    try:
-        await recompute_many(wanted)
-    except Exception:  # noqa: BLE001 - the change is committed; readers recompute if stale
-        log.warning("could not refresh the credit standing of %d participants", len(wanted),
-                    exc_info=True)
+    """Queue several standings for a refresh after a commit; a failure is logged, never raised."""
+    _refreshes.add(participant_ids)
+
+
+async def flush_refreshes() -> None:
+    """Recompute the standings queued now (at shutdown, or before reading stored standings)."""
+    await _refreshes.flush()

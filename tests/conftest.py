@@ -58,6 +58,11 @@ async def database() -> AsyncIterator[str]:
     await init_db()
     try:
         yield os.environ["PUHUI_DATABASE_URL"]
+        from app.events import flush_notices
+        from points.credit import flush_refreshes
+
+        await flush_notices()
+        await flush_refreshes()
         report = await verify()
         assert report.ok, "ledger verify failed after the suite: " + "; ".join(report.problems[:20])
     finally:
