@@ -10,6 +10,7 @@ from functools import lru_cache
 
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
 
 from app.errors import Forbidden, Unauthenticated
 from app.settings import Settings, get_settings
@@ -57,6 +58,32 @@ class Principal:
         if not self.org:
             raise Forbidden("This role acts for an organisation; the token carries no org.")
         return self.org
+
+
+class _VettedSecretHMAC(HMACAlgorithm):
+    """HMAC whose secret is vetted (not empty, not an asymmetric key) once per secret.
+
+    PyJWT vets the key on every verification, which is most of an HS256 check's cost; the
+    secret comes from the settings, so the same vetting is done once and remembered."""
+
+    def __init__(self, hash_alg: object) -> None:
+        super().__init__(hash_alg)
+        self._vetted: dict[str | bytes, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        """The vetted secret, as PyJWT's HMAC would prepare it."""
+        prepared = self._vetted.get(key)
+        if prepared is None:
+            prepared = super().prepare_key(key)
+            if len(self._vetted) < 8:
+                self._vetted[key] = prepared
+        return prepared
+
+
+for _name, _hash in (("HS256", HMACAlgorithm.SHA256), ("HS384", HMACAlgorithm.SHA384),
+                     ("HS512", HMACAlgorithm.SHA512)):
+    jwt.unregister_algorithm(_name)
+    jwt.register_algorithm(_name, _VettedSecretHMAC(_hash))
 
 
 @lru_cache(maxsize=4)

@@ -7,19 +7,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.expressions import F, Subquery
+from tortoise.expressions import Subquery
 
 from app.errors import InsufficientPoints, InsufficientReductions, InvalidInput, NotEligible
 from app.ledger.models import (
     Account,
     AccountKind,
     Asset,
-    Entry,
     EntryKind,
     Lot,
     LotHolding,
-    Transfer,
-    TransferLot,
 )
 from app.sql import for_dialect
 
@@ -129,11 +126,50 @@ _ADD_TO_HOLDING = """
 INSERT INTO ledger_lot_holding (account_id, lot_id, balance) VALUES ($1, $2, $3)
 ON CONFLICT (account_id, lot_id) DO UPDATE SET balance = ledger_lot_holding.balance + EXCLUDED.balance
 """
+_TAKE_FROM_HOLDING = """
+UPDATE ledger_lot_holding SET balance = balance - $1 WHERE account_id = $2 AND lot_id = $3
+"""
 _APPLY = """
 UPDATE ledger_account SET balance = balance + $1, pending = pending - $2
 WHERE id = $3 AND pending >= $2 AND (kind = 'issuance' OR balance + $1 >= pending - $2)
 RETURNING balance
 """
+_TRANSFER_COLUMNS = (
+    "asset", "kind", "debit_account_id", "credit_account_id", "amount", "reference", "memo",
+    "reverses_id", "created_at",
+)
+_ENTRY_COLUMNS = (
+    "account_id", "transfer_id", "asset", "kind", "amount", "balance_after", "memo", "created_at",
+)
+
+
+def _insert(
+    table: str, columns: Sequence[str], rows: Sequence[Sequence[object]], tail: str = ""
+) -> tuple[str, list[object]]:
+    """A multi-row INSERT with `$n` placeholders and its flat parameter list."""
+    width = len(columns)
+    values = ", ".join(
+        "(" + ", ".join(f"${n * width + k + 1}" for k in range(width)) + ")" for n in range(len(rows))
+    )
+    statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}{tail}"
+    return statement, [value for row in rows for value in row]
+
+
+async def _apply(conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int,
+                 change: int, released: int) -> int:
+    """Change one account's balance (and release its pending) if it stays valid; its new balance."""
+    rows = await conn.execute_query_dict(*for_dialect(_APPLY, [change, released, account_id]))
+    if not rows:
+        await _refuse(conn, postings, account_id, change)
+    return int(rows[0]["balance"])
+
+
+async def _take_lots(conn: BaseDBAsyncClient, posting: Posting, account_id: int) -> list[tuple[int, int]]:
+    """Draw the posting's grams from the account's lots and take them from its holdings."""
+    lots = await _draw_lots(conn, posting, account_id)
+    for lot_id, amount in lots:
+        await conn.execute_query(*for_dialect(_TAKE_FROM_HOLDING, [amount, account_id, lot_id]))
+    return lots
 
 
 async def post(
@@ -141,12 +177,13 @@ async def post(
 ) -> list[Posted]:
     """Post transfers inside `conn`'s transaction; raise (the caller rolls back) if one fails.
 
-    Lock order, the same in every transaction so none can deadlock: residents' accounts first,
-    locked FOR UPDATE in id order and checked under the lock; then the shared accounts
-    (organisations' accounts, the conversion reserve, the issuance, retired and burned accounts),
-    each changed by one conditional `balance = balance + delta` in id order as the last writes.
-    A hot shared account (the reserve, a merchant's pool, the issuance accounts) is so locked
-    only from that statement to the commit, not for the whole transaction.
+    Each account changes by one conditional `balance = balance + delta` (refused when a holder
+    account would go below its pending holds), which also locks its row. Lock order, the same
+    in every transaction so none can deadlock: residents' accounts first, in id order; then the
+    shared accounts (organisations' accounts, the conversion reserve, the issuance, retired and
+    burned accounts) in id order, after the transfers are written, so a hot shared account (the
+    reserve, a merchant's pool, the issuance accounts) stays locked only from its update to the
+    commit. Grams are drawn from a debited account's lots, oldest first, once its row is locked.
     """
     if not postings:
         return []
@@ -157,139 +194,77 @@ async def post(
         if p.debit == p.credit:
             raise InvalidInput("A transfer needs two different accounts.")
     meta = await _account_meta(conn, {a for p in postings for a in (p.debit, p.credit)})
+    delta: dict[int, int] = {}
+    released: dict[int, int] = {}
     for p in postings:
         if meta[p.debit].asset != p.asset or meta[p.credit].asset != p.asset:
             raise InvalidInput("Both accounts of a transfer must hold its asset.")
-    personal = sorted({a for p in postings for a in (p.debit, p.credit) if meta[a].individual})
-    locked = await lock_accounts(conn, personal) if personal else {}
-    balance = {a.id: a.balance for a in locked.values()}
-    pending = {a.id: a.pending for a in locked.values()}
-    delta: dict[int, int] = {}
-    released: dict[int, int] = {}
-    lots_of: list[list[tuple[int, int]]] = []
+        issued = meta[p.debit].kind == AccountKind.ISSUANCE and p.asset == Asset.REDUCTION_GRAMS
+        if issued and (not p.lots or sum(a for _, a in p.lots) != p.amount):
+            raise InvalidInput("Issued grams must name their lots.")
+        delta[p.debit] = delta.get(p.debit, 0) - p.amount
+        delta[p.credit] = delta.get(p.credit, 0) + p.amount
+        released[p.debit] = released.get(p.debit, 0) + p.release_pending
+    personal = sorted(a for a in delta if meta[a].individual)
+    shared = sorted(a for a in delta if not meta[a].individual)
 
-    for p in postings:
-        lots: list[tuple[int, int]] = []
-        if p.debit in locked:
-            if p.release_pending:
-                if p.release_pending > pending[p.debit]:
-                    raise InvalidInput("Cannot release more than the pending hold.")
-                pending[p.debit] -= p.release_pending
-            available = balance[p.debit] - pending[p.debit]
-            if available < p.amount:
-                raise _shortfall(p.asset, max(available, 0), p.amount)
-            if p.asset == Asset.REDUCTION_GRAMS:
-                lots = await _draw_lots(conn, p, p.debit)
-            balance[p.debit] -= p.amount
-        else:
-            if meta[p.debit].kind == AccountKind.ISSUANCE and p.asset == Asset.REDUCTION_GRAMS:
-                if not p.lots or sum(a for _, a in p.lots) != p.amount:
-                    raise InvalidInput("Issued grams must name their lots.")
-                lots = list(p.lots)
-            delta[p.debit] = delta.get(p.debit, 0) - p.amount
-            released[p.debit] = released.get(p.debit, 0) + p.release_pending
-        if p.credit in locked:
-            balance[p.credit] += p.amount
-        else:
-            delta[p.credit] = delta.get(p.credit, 0) + p.amount
-        lots_of.append(lots)
-
-    # Residents' accounts: their new balances and lots, under the locks taken above.
-    for account_id, row in locked.items():
-        if (balance[account_id], pending[account_id]) != (row.balance, row.pending):
-            await (
-                Account.filter(id=account_id)
-                .using_db(conn)
-                .update(balance=balance[account_id], pending=pending[account_id])
-            )
-    transfers = [
-        await Transfer.create(
-            asset=p.asset.value,
-            kind=p.kind.value,
-            debit_account_id=p.debit,
-            credit_account_id=p.credit,
-            amount=p.amount,
-            reference=p.reference[:96],
-            memo=p.memo[:256],
-            reverses_id=p.reverses_id,
-            created_at=now,
-            using_db=conn,
-        )
-        for p in postings
-    ]
-    for p, lots in zip(postings, lots_of, strict=True):
-        for lot_id, amount in lots if p.debit in locked else ():
-            await (
-                LotHolding.filter(account_id=p.debit, lot_id=lot_id)
-                .using_db(conn)
-                .update(balance=F("balance") - amount)
-            )
-
-    # Shared accounts last, in id order: one conditional update each, then their lots.
     final: dict[int, int] = {}
-    for account_id in sorted(delta):
-        rows = await conn.execute_query_dict(
-            *for_dialect(_APPLY, [delta[account_id], released.get(account_id, 0), account_id])
-        )
-        if not rows:
-            await _refuse_shared(conn, postings, account_id, delta[account_id])
-        final[account_id] = int(rows[0]["balance"])
+    lots_of: list[list[tuple[int, int]]] = [[] for _ in postings]
+    # Residents' accounts: changed (and so locked) first, then their grams drawn from lots.
+    for account_id in personal:
+        final[account_id] = await _apply(conn, postings, account_id, delta[account_id],
+                                         released.get(account_id, 0))
     for index, p in enumerate(postings):
-        if p.debit in delta and p.asset == Asset.REDUCTION_GRAMS and not lots_of[index]:
-            lots_of[index] = await _draw_lots(conn, p, p.debit)
-            for lot_id, amount in lots_of[index]:
-                await (
-                    LotHolding.filter(account_id=p.debit, lot_id=lot_id)
-                    .using_db(conn)
-                    .update(balance=F("balance") - amount)
-                )
+        if p.asset == Asset.REDUCTION_GRAMS and meta[p.debit].individual:
+            lots_of[index] = await _take_lots(conn, p, p.debit)
+    statement, params = _insert(
+        "ledger_transfer", _TRANSFER_COLUMNS,
+        [(p.asset.value, p.kind.value, p.debit, p.credit, p.amount, p.reference[:96], p.memo[:256],
+          p.reverses_id, now) for p in postings],
+        " RETURNING id",
+    )
+    transfer_ids = [int(r["id"]) for r in await conn.execute_query_dict(*for_dialect(statement, params))]
+
+    # Shared accounts last, in id order; then their grams, and the lots each credit receives.
+    for account_id in shared:
+        final[account_id] = await _apply(conn, postings, account_id, delta[account_id],
+                                         released.get(account_id, 0))
+    for index, p in enumerate(postings):
+        if p.asset != Asset.REDUCTION_GRAMS or meta[p.debit].individual:
+            continue
+        if meta[p.debit].kind == AccountKind.ISSUANCE:
+            lots_of[index] = list(p.lots or ())
+        else:
+            lots_of[index] = await _take_lots(conn, p, p.debit)
     for p, lots in zip(postings, lots_of, strict=True):
         if meta[p.credit].kind != AccountKind.ISSUANCE:
             for lot_id, amount in lots:
                 await conn.execute_query(*for_dialect(_ADD_TO_HOLDING, [p.credit, lot_id, amount]))
 
-    # balance_after: residents' accounts replay from the locked balance, shared ones back from
-    # the balance their single update returned.
-    running = {a.id: a.balance for a in locked.values()}
-    later = dict(delta)
+    # Entries with the balance after each one: replayed from where each account started.
+    running = {a: final[a] - delta[a] for a in delta}
+    entries: list[tuple[object, ...]] = []
+    transfer_lots: list[tuple[int, int, int]] = []
     posted: list[Posted] = []
-    entries: list[Entry] = []
-    transfer_lots: list[TransferLot] = []
-    for p, lots, transfer in zip(postings, lots_of, transfers, strict=True):
-        after: dict[int, int] = {}
+    for p, lots, transfer_id in zip(postings, lots_of, transfer_ids, strict=True):
+        running[p.debit] -= p.amount
+        running[p.credit] += p.amount
         for account_id, signed in ((p.debit, -p.amount), (p.credit, p.amount)):
-            if account_id in running:
-                running[account_id] += signed
-                after[account_id] = running[account_id]
-            else:
-                later[account_id] -= signed
-                after[account_id] = final[account_id] - later[account_id]
-            entries.append(
-                Entry(
-                    account_id=account_id,
-                    transfer_id=transfer.id,
-                    asset=p.asset.value,
-                    kind=p.kind.value,
-                    amount=signed,
-                    balance_after=after[account_id],
-                    memo=p.memo[:256],
-                    created_at=now,
-                )
-            )
-        transfer_lots.extend(
-            TransferLot(transfer_id=transfer.id, lot_id=lot_id, amount=amount) for lot_id, amount in lots
-        )
-        posted.append(Posted(transfer.id, after[p.debit], after[p.credit], lots))
-    await Entry.bulk_create(entries, using_db=conn)
+            entries.append((account_id, transfer_id, p.asset.value, p.kind.value, signed,
+                            running[account_id], p.memo[:256], now))
+        transfer_lots.extend((transfer_id, lot_id, amount) for lot_id, amount in lots)
+        posted.append(Posted(transfer_id, running[p.debit], running[p.credit], lots))
+    await conn.execute_query(*for_dialect(*_insert("ledger_entry", _ENTRY_COLUMNS, entries)))
     if transfer_lots:
-        await TransferLot.bulk_create(transfer_lots, using_db=conn)
+        statement, params = _insert("ledger_transfer_lot", ("transfer_id", "lot_id", "amount"), transfer_lots)
+        await conn.execute_query(*for_dialect(statement, params))
     return posted
 
 
-async def _refuse_shared(
+async def _refuse(
     conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int, change: int
 ) -> None:
-    """Raise the refusal for a shared account whose conditional update matched no row."""
+    """Raise the refusal for an account whose conditional update matched no row."""
     row = await Account.get(id=account_id).using_db(conn)
     asset = Asset(row.asset)
     wanted = sum(p.release_pending for p in postings if p.debit == account_id)
