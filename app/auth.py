@@ -31,7 +31,7 @@ ROLES = frozenset(
 ORG_ROLES = frozenset({"merchant", "scenario_operator", "project_developer"})
 STAFF_ROLES = frozenset({"center", "exchange", "regulator"})
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
-TOKEN_CACHE_SIZE = 4096
+TOKEN_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True)

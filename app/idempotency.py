@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise import fields
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
-from tortoise.transactions import in_transaction
 
 from app.errors import IdempotencyConflict, InvalidInput
+from app.sql import for_dialect
 
 
 class IdempotencyRecord(Model):
@@ -44,41 +45,45 @@ def check_key(key: str) -> str:
     return key
 
 
+_CLAIM = """
+INSERT INTO idempotency_record (scope, "key", request_hash, created_at) VALUES ($1, $2, $3, $4)
+ON CONFLICT (scope, "key") DO NOTHING RETURNING id
+"""
+_FIRST = 'SELECT request_hash, result FROM idempotency_record WHERE scope = $1 AND "key" = $2'
+_COMPLETE = "UPDATE idempotency_record SET result = $1 WHERE id = $2"
+
+
+@dataclass
 class Claim:
     """A claimed key: either new (fill `complete`) or a replay carrying the first result."""
 
-    def __init__(self, record: IdempotencyRecord, replay: bool) -> None:
-        self.record = record
-        self.replay = replay
-
-    @property
-    def result(self) -> Any:
-        """The stored result of the first request (for a replay)."""
-        return self.record.result
+    record_id: int | None
+    replay: bool
+    result: Any = None
 
     async def complete(self, result: Any, conn: BaseDBAsyncClient) -> None:
         """Store the result of the first request, in the same transaction as its effects."""
-        self.record.result = result
-        await self.record.save(using_db=conn, update_fields=["result"])
+        self.result = result
+        await conn.execute_query(*for_dialect(_COMPLETE, [json.dumps(result), self.record_id]))
 
 
 async def claim(scope: str, key: str, payload: dict[str, Any], conn: BaseDBAsyncClient) -> Claim:
-    """Claim (scope, key) in `conn`'s transaction; replay the first result or refuse a conflict."""
+    """Claim (scope, key) in `conn`'s transaction; replay the first result or refuse a conflict.
+
+    One insert that yields to a concurrent claim of the same key (waiting for its transaction
+    to end) instead of failing, so the caller's transaction is never aborted by it."""
     key = check_key(key)
     digest = request_hash(payload)
-    try:
-        async with in_transaction(conn.connection_name) as savepoint:
-            record = await IdempotencyRecord.create(
-                scope=scope, key=key, request_hash=digest, using_db=savepoint
-            )
-        return Claim(record, replay=False)
-    except IntegrityError:
-        pass
-    existing = await IdempotencyRecord.filter(scope=scope, key=key).using_db(conn).first()
-    if existing is None:  # pragma: no cover - the conflicting row was rolled back meanwhile
+    now = datetime.now(UTC)
+    rows = await conn.execute_query_dict(*for_dialect(_CLAIM, [scope, key, digest, now]))
+    if rows:
+        return Claim(int(rows[0]["id"]), replay=False)
+    first = await conn.execute_query_dict(*for_dialect(_FIRST, [scope, key]))
+    if not first:  # pragma: no cover - the conflicting row was rolled back meanwhile
         raise IdempotencyConflict("The idempotency key is in use; retry.", "idempotencyKey")
-    if existing.request_hash != digest:
+    if first[0]["request_hash"] != digest:
         raise IdempotencyConflict(
             "This idempotency key was used with different input.", "idempotencyKey"
         )
-    return Claim(existing, replay=True)
+    result = first[0]["result"]
+    return Claim(None, replay=True, result=json.loads(result) if isinstance(result, str) else result)

@@ -36,10 +36,11 @@ from app.errors import InsufficientPoints, InvalidInput, InvalidState, NotEligib
 from app.events import account_changed
 from app.idempotency import check_key, claim
 from app.ledger.accounts import holder_account_id
-from app.ledger.models import Account, Asset, EntryKind
+from app.ledger.models import Asset, EntryKind
 from app.ledger.posting import Posting, lock_accounts, post
 from app.participants import resident_id
 from app.redis import get_store
+from app.sql import for_dialect
 from mall import stock_gate
 from mall.errors import OutOfStock, PerPersonLimit, RateLimited
 from mall.keys import store_key
@@ -141,6 +142,39 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
     return result
 
 
+_RIGHT_AND_MERCHANT = (
+    "SELECT "
+    + ", ".join(f"r.{c} AS r_{c}" for c in Right._meta.db_fields)
+    + ", "
+    + ", ".join(f"m.{c} AS m_{c}" for c in Merchant._meta.db_fields)
+    + " FROM mall_right r JOIN mall_merchant m ON m.id = r.merchant_id WHERE r.id = $1"
+)
+_REDEMPTION_COLUMNS = (
+    "right_id", "merchant_id", "participant_id", "quantity", "unit_price", "points_spent",
+    "voucher_code", "status", "expires_at", "created_at",
+)
+_INSERT_REDEMPTION = (
+    f"INSERT INTO mall_redemption ({', '.join(_REDEMPTION_COLUMNS)})"
+    f" VALUES ({', '.join(f'${n}' for n in range(1, len(_REDEMPTION_COLUMNS) + 1))})"
+    f" RETURNING {', '.join(Redemption._meta.db_fields)}"
+)
+_TAKE_STOCK = (
+    "UPDATE mall_right SET stock_remaining = stock_remaining - $1"
+    " WHERE id = $2 AND stock_remaining >= $1 RETURNING stock_remaining"
+)
+
+
+async def _right_and_merchant(conn: BaseDBAsyncClient, right_id: int) -> tuple[Right, Merchant]:
+    """A right and its merchant, read in one statement (rows built as the ORM builds them)."""
+    rows = await conn.execute_query_dict(*for_dialect(_RIGHT_AND_MERCHANT, [right_id]))
+    if not rows:
+        raise NotFound("No such right.", "rightId")
+    row = rows[0]
+    right = Right._init_from_db(**{c: row[f"r_{c}"] for c in Right._meta.db_fields})
+    merchant = Merchant._init_from_db(**{c: row[f"m_{c}"] for c in Merchant._meta.db_fields})
+    return right, merchant
+
+
 async def _redeem_in_db(
     subject: str, participant_id: int, right_id: int, quantity: int, key: str
 ) -> tuple[Redeemed, int | None]:
@@ -153,10 +187,7 @@ async def _redeem_in_db(
         )
         if claimed.replay:
             return Redeemed(int(claimed.result["redemption_id"]), participant_id), None
-        right = await Right.filter(id=right_id).using_db(conn).first()
-        if right is None:
-            raise NotFound("No such right.", "rightId")
-        merchant = await Merchant.get(id=right.merchant_id).using_db(conn)
+        right, merchant = await _right_and_merchant(conn, right_id)
         check_redeemable(merchant.status, right.paused, right.valid_from, right.valid_until, now)
         if right.stock_remaining < quantity:
             raise OutOfStock(f"Only {right.stock_remaining} left.", "quantity")
@@ -167,40 +198,29 @@ async def _redeem_in_db(
         ):
             raise NotEligible(f"This right needs credit grade {right.min_credit_grade} or above.", "rightId")
         cost = right.points_price * quantity
-        held = await Account.filter(id=points_account).using_db(conn).values_list("balance", "pending")
-        available = held[0][0] - held[0][1]
-        if available < cost:
-            raise InsufficientPoints(f"Only {available} points are available; {cost} needed.", "quantity")
         await _raise_tally(conn, right_id, participant_id, quantity, right.per_person_limit)
-        redemption = await Redemption.create(
-            right_id=right_id,
-            merchant_id=merchant.id,
-            participant_id=participant_id,
-            quantity=quantity,
-            unit_price=right.points_price,
-            points_spent=cost,
-            voucher_code=new_voucher_code(),
-            expires_at=right.valid_until,
-            using_db=conn,
-        )
+        values = [right_id, merchant.id, participant_id, quantity, right.points_price, cost,
+                  new_voucher_code(), RedemptionStatus.ISSUED.value, right.valid_until, now]
+        [row] = await conn.execute_query_dict(*for_dialect(_INSERT_REDEMPTION, values))
+        redemption = Redemption._init_from_db(**row)
         await claimed.complete({"redemption_id": redemption.id}, conn)
-        # The hot rows come last: the ledger locks the resident's account and adds to the
-        # merchant pool in its final statement; then the right's stock, just before the commit.
+        # The hot rows come last: the ledger changes the resident's account, then the merchant
+        # pool in its final statement; then the right's stock, just before the commit.
         pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
-        await post(
-            conn,
-            [
-                Posting(
-                    Asset.POINTS, points_account, pool, cost, EntryKind.REDEMPTION,
-                    f"redemption:{redemption.id}", f"{quantity} x {right.title}"[:256],
-                )
-            ],
-            now=now,
-        )
-        taken = await Right.filter(id=right_id, stock_remaining__gte=quantity).using_db(conn).update(
-            stock_remaining=F("stock_remaining") - quantity
-        )
-        if not taken:
+        try:
+            await post(
+                conn,
+                [
+                    Posting(
+                        Asset.POINTS, points_account, pool, cost, EntryKind.REDEMPTION,
+                        f"redemption:{redemption.id}", f"{quantity} x {right.title}"[:256],
+                    )
+                ],
+                now=now,
+            )
+        except InsufficientPoints as exc:
+            raise InsufficientPoints(exc.message, "quantity") from None
+        if not await conn.execute_query_dict(*for_dialect(_TAKE_STOCK, [quantity, right_id])):
             raise OutOfStock("This right is sold out.", "quantity")
         right.stock_remaining -= quantity
     return Redeemed(redemption.id, participant_id, redemption, right, merchant), merchant.participant_id

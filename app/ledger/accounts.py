@@ -5,11 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 
 from tortoise import connections
-from tortoise.backends.base.client import TransactionalDBClient
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 
 from app.errors import NotFound
 from app.ledger.models import Account, Asset
-from app.sql import for_dialect
+from app.sql import fetch, for_dialect
 
 
 class SystemAccount(StrEnum):
@@ -24,7 +24,9 @@ class SystemAccount(StrEnum):
 
 _system_ids: dict[SystemAccount, int] = {}
 _holder_ids: dict[tuple[int, Asset], int] = {}
+HOLDER_CACHE_SIZE = 400_000  # ids never change; the cache is cleared when full
 
+_FIND_HOLDER = "SELECT id FROM ledger_account WHERE participant_id = $1 AND asset = $2"
 _OPEN_HOLDER = (
     "INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)"
     " VALUES ($1, 'holder', $2, 0, 0) ON CONFLICT (participant_id, asset) DO NOTHING"
@@ -41,6 +43,11 @@ async def system_account_id(code: SystemAccount) -> int:
         raise RuntimeError(f"System account {code} is missing: run `puhui migrate`.")
     _system_ids[code] = row.id
     return row.id
+
+
+async def _holder_account(conn: BaseDBAsyncClient, participant_id: int, asset: Asset) -> int | None:
+    rows = await fetch(_FIND_HOLDER, [participant_id, asset.value], conn)
+    return int(rows[0]["id"]) if rows else None
 
 
 async def open_holder_accounts(participant_id: int) -> None:
@@ -60,13 +67,17 @@ async def holder_account_id(participant_id: int, asset: Asset) -> int:
     if cached is not None:
         return cached
     conn = connections.get("default")
-    row = await Account.filter(participant_id=participant_id, asset=asset.value).only("id").first()
-    if row is None:
+    found = await _holder_account(conn, participant_id, asset)
+    if found is None:
         await conn.execute_query(*for_dialect(_OPEN_HOLDER, [asset.value, participant_id]))
-        row = await Account.get(participant_id=participant_id, asset=asset.value).only("id")
+        found = await _holder_account(conn, participant_id, asset)
+        if found is None:  # pragma: no cover - the insert above or a concurrent one made it
+            raise RuntimeError("A holder account could not be opened.")
     if not isinstance(conn, TransactionalDBClient):
-        _holder_ids[(participant_id, asset)] = row.id
-    return row.id
+        if len(_holder_ids) >= HOLDER_CACHE_SIZE:
+            _holder_ids.clear()
+        _holder_ids[(participant_id, asset)] = found
+    return found
 
 
 async def balances(participant_id: int) -> dict[Asset, tuple[int, int]]:
