@@ -170,12 +170,18 @@ class MemoryStore:
         """Nothing to close."""
 
 
+MAX_CONNECTIONS = 1024
+
+
 class RedisStore:
     """The shared store on a Redis server."""
 
     def __init__(self, url: str) -> None:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=5, socket_timeout=5, protocol=3
+        # A plain pool: taking a connection is a list pop, where the blocking pool takes a lock,
+        # a condition and a timeout per command. Its bound is far above one process's
+        # concurrency; past it a command fails fast, and callers treat the store as unavailable.
+        pool = aioredis.ConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, socket_timeout=5, socket_connect_timeout=5, protocol=3
         )
         self.client = aioredis.Redis(connection_pool=pool)
         self._url = url
