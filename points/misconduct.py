@@ -13,7 +13,7 @@ from app import audit
 from app.auth import Principal
 from app.errors import InvalidInput, InvalidState, NotFound
 from app.participants import Participant
-from points.credit import Standing, current_standing, refresh_credit
+from points.credit import Standing, current_standing, recompute_credit
 from points.models import MisconductFlag, MisconductKind
 
 
@@ -54,7 +54,7 @@ async def record_flag(
     )
     await audit.record(principal, "record_misconduct", "participant", participant_id,
                        f"flag {flag.id} {kind}: {reason}")
-    await refresh_credit(participant_id)
+    await recompute_credit(participant_id)  # no balance changed: a stored standing looks current
     return flag
 
 
@@ -74,7 +74,7 @@ async def lift_flag(principal: Principal, flag_id: int, reason: str) -> Miscondu
         await flag.save(using_db=conn, update_fields=["lifted_by", "lift_reason", "lifted_at"])
     await audit.record(principal, "lift_misconduct", "participant", flag.participant_id,
                        f"flag {flag.id}: {reason}")
-    await refresh_credit(flag.participant_id)
+    await recompute_credit(flag.participant_id)
     return flag
 
 

@@ -10,7 +10,6 @@ million rows and all their index entries; moving the watermark is one row.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from tortoise.transactions import in_transaction
 from app.auth import Principal
 from app.db import dialect
 from app.errors import InvalidInput, InvalidState, NotFound
-from app.events import account_changed
+from app.events import account_changed, flush_notices
 from app.idempotency import claim
 from app.ledger.bulk import holder_accounts, issue_lot
 from app.ledger.models import Asset, Lot
@@ -31,8 +30,6 @@ from registry.models import Issuance, Methodology, Scenario, ScenarioRecord, Sce
 log = logging.getLogger(__name__)
 
 SCOPE = "registry:issue-scenario-reductions"
-NOTICE_BATCH = 500
-_notices: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -141,24 +138,10 @@ async def issue_scenario_reductions(
         await Scenario.filter(id=scenario.id).using_db(conn).update(issued_through=period_end)
         await claimed.complete({"issuance_id": issuance.id}, conn)
     log.info("issued %s: %d g to %d residents", serial, total_grams, len(totals))
-    notify_recipients([pid for pid, _, _ in totals])
+    await account_changed([pid for pid, _, _ in totals])
     return Issued(issuance, scenario.code)
 
 
-def notify_recipients(participant_ids: list[int]) -> None:
-    """Publish account-change notices after commit, in the background, in bounded batches."""
-    task = asyncio.get_running_loop().create_task(_publish(participant_ids))
-    _notices.add(task)
-    task.add_done_callback(_notices.discard)
-
-
-async def _publish(participant_ids: list[int]) -> None:
-    for start in range(0, len(participant_ids), NOTICE_BATCH):
-        await account_changed(participant_ids[start : start + NOTICE_BATCH])
-        await asyncio.sleep(0)
-
-
 async def notices_sent() -> None:
-    """Wait until every pending account-change notice of this process is published."""
-    while _notices:
-        await asyncio.gather(*list(_notices))
+    """Publish now the account-change notices this process has queued (demo data, tests)."""
+    await flush_notices()
