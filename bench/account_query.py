@@ -180,9 +180,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds the duration is split in")
     parser.add_argument("--warmup", type=int, default=5, help="seconds of load before measuring")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--pool-size", type=int, default=10,
-                        help="database connections per worker, for both servers (both run at once:"
-                             " 2 servers x workers x pool must stay under max_connections)")
+    parser.add_argument("--pool-size", type=int, default=20,
+                        help="database connections per worker, for both servers (default: puhui's"
+                             " own PUHUI_DB_POOL_SIZE default; both run at once: 2 servers x"
+                             " workers x pool must stay under max_connections)")
     parser.add_argument("--port", type=int, default=0,
                         help="GraphQL port, the bare one is +1 (default: two free ports)")
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
