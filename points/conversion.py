@@ -8,7 +8,6 @@ claim commit together or not at all.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from app.events import account_changed
 from app.idempotency import claim
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
 from app.ledger.models import Asset, EntryKind
-from app.ledger.posting import Posting, post
+from app.ledger.posting import HotRows, Posting, post
 from app.participants import resident_id
 from app.units import BIGINT_MAX, grams_to_points
 from points.credit import refresh_credit
@@ -31,12 +30,11 @@ log = logging.getLogger(__name__)
 
 # Every conversion ends by updating the same two system rows (the conversion reserve and points
 # issuance), so conversions are serial in the database from that point to their commit whatever
-# we do. Queueing them here, one transaction per process at a time, keeps the row-lock holder
-# from waiting behind this process's other conversions for the event loop and the connection
-# pool: measured ~1.6x the conversions/s of letting all of them open transactions at once
-# (bench/convert.py, 64 connections, 2 workers); no worse since the ledger locks those rows
-# only for its last statements.
-_CONVERTING = asyncio.Lock()
+# we do. Queueing that part here, one transaction per process at a time, keeps the row-lock
+# holder from waiting behind this process's other conversions for the event loop and the
+# connection pool (measured ~1.6x the conversions/s of no queue, bench/convert.py); the rest of
+# each conversion (claim, row, the resident's own account and lots) runs meanwhile.
+_RESERVE_ROWS = HotRows()
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,7 @@ async def convert(principal: Principal, grams: int, idempotency_key: str) -> Con
     reserve = await system_account_id(SystemAccount.CONVERSION_RESERVE)
     issuance = await system_account_id(SystemAccount.POINTS_ISSUANCE)
     now = datetime.now(UTC)
-    async with _CONVERTING, in_transaction() as conn:
+    async with _RESERVE_ROWS.turn() as take_turn, in_transaction() as conn:
         claimed = await claim(f"convert:{participant_id}", idempotency_key, {"grams": grams}, conn)
         if claimed.replay:
             return _result(claimed.result)
@@ -146,6 +144,7 @@ async def convert(principal: Principal, grams: int, idempotency_key: str) -> Con
                         EntryKind.CONVERSION, reference, memo),
             ],
             now=now,
+            before_shared=take_turn,
         )
     await account_changed([participant_id])
     await refresh_credit(participant_id)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -173,7 +175,10 @@ async def _take_lots(conn: BaseDBAsyncClient, posting: Posting, account_id: int)
 
 
 async def post(
-    conn: BaseDBAsyncClient, postings: Sequence[Posting], now: datetime | None = None
+    conn: BaseDBAsyncClient,
+    postings: Sequence[Posting],
+    now: datetime | None = None,
+    before_shared: Callable[[], Awaitable[object]] | None = None,
 ) -> list[Posted]:
     """Post transfers inside `conn`'s transaction; raise (the caller rolls back) if one fails.
 
@@ -184,6 +189,7 @@ async def post(
     burned accounts) in id order, after the transfers are written, so a hot shared account (the
     reserve, a merchant's pool, the issuance accounts) stays locked only from its update to the
     commit. Grams are drawn from a debited account's lots, oldest first, once its row is locked.
+    `before_shared` is awaited just before the first shared account is changed (a HotRows turn).
     """
     if not postings:
         return []
@@ -226,6 +232,8 @@ async def post(
     transfer_ids = [int(r["id"]) for r in await conn.execute_query_dict(*for_dialect(statement, params))]
 
     # Shared accounts last, in id order; then their grams, and the lots each credit receives.
+    if shared and before_shared is not None:
+        await before_shared()
     for account_id in shared:
         final[account_id] = await _apply(conn, postings, account_id, delta[account_id],
                                          released.get(account_id, 0))
@@ -272,6 +280,35 @@ async def _refuse(
         raise InvalidInput("Cannot release more than the pending hold.")
     available = row.balance - (row.pending - wanted)
     raise _shortfall(asset, max(available, 0), -change)
+
+
+class HotRows:
+    """A per-process queue in front of shared rows every transaction of a kind writes last
+    (the conversion reserve and points issuance, say). A transaction does its own rows in
+    parallel with the others and takes its turn only just before the shared ones, keeping it
+    until it has ended: the rows' holder never waits behind this process's other transactions
+    for the event loop or a pooled connection, and the next one is ready to go."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+        """Yield the function that takes the turn; the turn, if taken, is given back on exit
+        (enter it before the transaction, so the commit comes first)."""
+        taken = False
+
+        async def take() -> None:
+            nonlocal taken
+            if not taken:
+                await self._lock.acquire()
+                taken = True
+
+        try:
+            yield take
+        finally:
+            if taken:
+                self._lock.release()
 
 
 async def hold(conn: BaseDBAsyncClient, account_id: int, amount: int) -> int:
