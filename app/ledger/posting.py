@@ -108,20 +108,21 @@ _META_LIMIT = 200_000
 
 async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, _Meta]:
     """Asset, kind and owner class of each account; none ever changes, so kept per process."""
-    missing = [i for i in ids if i not in _meta]
+    found = {i: _meta[i] for i in ids if i in _meta}
+    missing = [i for i in ids if i not in found]
     if missing:
-        if len(_meta) > _META_LIMIT:
-            _meta.clear()
         rows = await conn.execute_query_dict(
             "SELECT a.id AS id, a.asset AS asset, a.kind AS kind, p.kind AS owner"
             " FROM ledger_account a LEFT JOIN participant p ON p.id = a.participant_id"
             f" WHERE a.id IN ({', '.join(str(int(i)) for i in missing)})"
         )
+        if len(_meta) + len(rows) > _META_LIMIT:
+            _meta.clear()
         for r in rows:
-            _meta[r["id"]] = _Meta(r["asset"], r["kind"], r["owner"] == "individual")
-    if any(i not in _meta for i in ids):
+            found[r["id"]] = _meta[r["id"]] = _Meta(r["asset"], r["kind"], r["owner"] == "individual")
+    if len(found) != len(ids):
         raise InvalidInput("Unknown ledger account.")
-    return {i: _meta[i] for i in ids}
+    return found
 
 
 _ADD_TO_HOLDING = """
@@ -133,9 +134,11 @@ UPDATE ledger_lot_holding SET balance = balance - $1 WHERE account_id = $2 AND l
 """
 _APPLY = """
 UPDATE ledger_account SET balance = balance + $1, pending = pending - $2
-WHERE id = $3 AND pending >= $2 AND (kind = 'issuance' OR balance + $1 >= pending - $2)
+WHERE id = $3 AND pending >= $2 AND (kind = 'issuance' OR balance + $4 >= pending - $2)
 RETURNING balance
 """
+# Rows per multi-row INSERT: x 9 columns stays under SQLite's 32,766 parameters and PostgreSQL's 32,767.
+INSERT_ROWS = 1_000
 _TRANSFER_COLUMNS = (
     "asset", "kind", "debit_account_id", "credit_account_id", "amount", "reference", "memo",
     "reverses_id", "created_at",
@@ -157,12 +160,25 @@ def _insert(
     return statement, [value for row in rows for value in row]
 
 
+async def _insert_all(
+    conn: BaseDBAsyncClient, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
+) -> None:
+    """Insert rows with multi-row INSERTs of at most INSERT_ROWS rows each."""
+    for start in range(0, len(rows), INSERT_ROWS):
+        await conn.execute_query(
+            *for_dialect(*_insert(table, columns, rows[start : start + INSERT_ROWS]))
+        )
+
+
 async def _apply(conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int,
-                 change: int, released: int) -> int:
-    """Change one account's balance (and release its pending) if it stays valid; its new balance."""
-    rows = await conn.execute_query_dict(*for_dialect(_APPLY, [change, released, account_id]))
+                 change: int, released: int, lowest: int) -> int:
+    """Change one account's balance by `change` (and release its pending) if, at its lowest
+    point along the postings (`lowest`, the smallest running change), it stays valid; its
+    new balance."""
+    params = [change, released, account_id, lowest]
+    rows = await conn.execute_query_dict(*for_dialect(_APPLY, params))
     if not rows:
-        await _refuse(conn, postings, account_id, change)
+        await _refuse(conn, postings, account_id, lowest)
     return int(rows[0]["balance"])
 
 
@@ -201,6 +217,7 @@ async def post(
             raise InvalidInput("A transfer needs two different accounts.")
     meta = await _account_meta(conn, {a for p in postings for a in (p.debit, p.credit)})
     delta: dict[int, int] = {}
+    lowest: dict[int, int] = {}  # the smallest running change of each account along the postings
     released: dict[int, int] = {}
     for p in postings:
         if meta[p.debit].asset != p.asset or meta[p.credit].asset != p.asset:
@@ -209,7 +226,9 @@ async def post(
         if issued and (not p.lots or sum(a for _, a in p.lots) != p.amount):
             raise InvalidInput("Issued grams must name their lots.")
         delta[p.debit] = delta.get(p.debit, 0) - p.amount
+        lowest[p.debit] = min(lowest.get(p.debit, 0), delta[p.debit])
         delta[p.credit] = delta.get(p.credit, 0) + p.amount
+        lowest.setdefault(p.credit, 0)
         released[p.debit] = released.get(p.debit, 0) + p.release_pending
     personal = sorted(a for a in delta if meta[a].individual)
     shared = sorted(a for a in delta if not meta[a].individual)
@@ -219,24 +238,26 @@ async def post(
     # Residents' accounts: changed (and so locked) first, then their grams drawn from lots.
     for account_id in personal:
         final[account_id] = await _apply(conn, postings, account_id, delta[account_id],
-                                         released.get(account_id, 0))
+                                         released.get(account_id, 0), lowest[account_id])
     for index, p in enumerate(postings):
         if p.asset == Asset.REDUCTION_GRAMS and meta[p.debit].individual:
             lots_of[index] = await _take_lots(conn, p, p.debit)
-    statement, params = _insert(
-        "ledger_transfer", _TRANSFER_COLUMNS,
-        [(p.asset.value, p.kind.value, p.debit, p.credit, p.amount, p.reference[:96], p.memo[:256],
-          p.reverses_id, now) for p in postings],
-        " RETURNING id",
-    )
-    transfer_ids = [int(r["id"]) for r in await conn.execute_query_dict(*for_dialect(statement, params))]
+    transfer_ids: list[int] = []
+    rows = [(p.asset.value, p.kind.value, p.debit, p.credit, p.amount, p.reference[:96],
+             p.memo[:256], p.reverses_id, now) for p in postings]
+    for start in range(0, len(rows), INSERT_ROWS):
+        statement, params = _insert("ledger_transfer", _TRANSFER_COLUMNS,
+                                    rows[start : start + INSERT_ROWS], " RETURNING id")
+        # Ids come from the sequence in row order; RETURNING's own order is not promised.
+        returned = await conn.execute_query_dict(*for_dialect(statement, params))
+        transfer_ids.extend(sorted(int(r["id"]) for r in returned))
 
     # Shared accounts last, in id order; then their grams, and the lots each credit receives.
     if shared and before_shared is not None:
         await before_shared()
     for account_id in shared:
         final[account_id] = await _apply(conn, postings, account_id, delta[account_id],
-                                         released.get(account_id, 0))
+                                         released.get(account_id, 0), lowest[account_id])
     for index, p in enumerate(postings):
         if p.asset != Asset.REDUCTION_GRAMS or meta[p.debit].individual:
             continue
@@ -262,10 +283,8 @@ async def post(
                             running[account_id], p.memo[:256], now))
         transfer_lots.extend((transfer_id, lot_id, amount) for lot_id, amount in lots)
         posted.append(Posted(transfer_id, running[p.debit], running[p.credit], lots))
-    await conn.execute_query(*for_dialect(*_insert("ledger_entry", _ENTRY_COLUMNS, entries)))
-    if transfer_lots:
-        statement, params = _insert("ledger_transfer_lot", ("transfer_id", "lot_id", "amount"), transfer_lots)
-        await conn.execute_query(*for_dialect(statement, params))
+    await _insert_all(conn, "ledger_entry", _ENTRY_COLUMNS, entries)
+    await _insert_all(conn, "ledger_transfer_lot", ("transfer_id", "lot_id", "amount"), transfer_lots)
     return posted
 
 

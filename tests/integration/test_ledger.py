@@ -9,7 +9,7 @@ from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
-from app.errors import InsufficientReductions, NotEligible
+from app.errors import InsufficientPoints, InsufficientReductions, NotEligible
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
 from app.ledger.models import Account, Asset, EntryKind, LotHolding
 from app.ledger.posting import Posting, hold, post, release
@@ -155,3 +155,53 @@ async def test_accounts_opened_inside_concurrent_transactions_stay_consistent(da
         account = await Account.get(participant_id=pid, asset=Asset.REDUCTION_GRAMS.value)
         assert account.balance == sum(10 + k for k in range(n, 16, 4))
     assert (await verify()).ok
+
+
+async def test_an_account_never_dips_below_zero_midway_through_one_posting_list(database):
+    """Postings apply in order: A may not pay B back 100 before B paid A, even if the net is 0."""
+    a, b = await _holder(), await _holder()
+    acc_a = await holder_account_id(a, Asset.POINTS)
+    acc_b = await holder_account_id(b, Asset.POINTS)
+    with pytest.raises(InsufficientPoints):
+        async with in_transaction() as conn:
+            await post(conn, [
+                Posting(Asset.POINTS, acc_a, acc_b, 100, EntryKind.TRANSFER, "test"),
+                Posting(Asset.POINTS, acc_b, acc_a, 100, EntryKind.TRANSFER, "test"),
+            ])
+    assert [(await Account.get(id=acc)).balance for acc in (acc_a, acc_b)] == [0, 0]
+
+
+async def test_a_posting_list_larger_than_one_statement_lands_whole(database):
+    """16,000 transfers in one post() (an issuance to as many people) are written in several
+    statements within the databases' parameter limits, each with its entries."""
+    from app.ledger.models import Entry, Transfer
+
+    pid = await _holder()
+    account = await holder_account_id(pid, Asset.POINTS)
+    issuance = await system_account_id(SystemAccount.POINTS_ISSUANCE)
+    reference = unique("many")
+    async with in_transaction() as conn:
+        posted = await post(conn, [
+            Posting(Asset.POINTS, issuance, account, 1, EntryKind.ISSUANCE, reference)
+            for _ in range(16_000)
+        ])
+    assert [p.credit_balance_after for p in posted[:3]] == [1, 2, 3]
+    assert posted[-1].credit_balance_after == 16_000
+    assert await Transfer.filter(reference=reference).count() == 16_000
+    assert await Entry.filter(account_id=account).count() == 16_000
+    assert (await Account.get(id=account)).balance == 16_000
+
+
+async def test_posting_works_while_the_account_cache_is_emptied(database, monkeypatch):
+    """The per-process account cache may empty at any time; a posting never fails for it."""
+    from app.ledger import posting as posting_module
+
+    monkeypatch.setattr(posting_module, "_META_LIMIT", 2)
+    for _ in range(3):
+        a, b = await _holder(), await _holder()
+        await issue_grams(a, 10)
+        acc_a = await holder_account_id(a, Asset.REDUCTION_GRAMS)
+        acc_b = await holder_account_id(b, Asset.REDUCTION_GRAMS)
+        async with in_transaction() as conn:
+            await post(conn, [Posting(Asset.REDUCTION_GRAMS, acc_a, acc_b, 10, EntryKind.TRANSFER, "t")])
+        assert (await Account.get(id=acc_b)).balance == 10
