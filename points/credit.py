@@ -101,6 +101,7 @@ ON CONFLICT (participant_id) DO UPDATE SET
     score = excluded.score, grade = excluded.grade, factors = excluded.factors,
     grams_mark = excluded.grams_mark, points_mark = excluded.points_mark,
     experience_mark = excluded.experience_mark, updated_at = excluded.updated_at
+WHERE points_credit_standing.updated_at <= excluded.updated_at
 """
 
 _CURRENT_SQL = """
@@ -222,12 +223,16 @@ async def _store(results: list[tuple[dict, CreditResult]], now: datetime) -> Non
 
 
 async def recompute_many(participant_ids: Iterable[int]) -> dict[int, Standing]:
-    """Recompute and store the standings of participants from their history."""
-    now = datetime.now(UTC)
-    cutoff = now - timedelta(days=CANCELLATION_WINDOW_DAYS)
+    """Recompute and store the standings of participants from their history.
+
+    Each standing is stamped with the moment just before its inputs were read, and replaces a
+    stored one only if that one is not newer: a batch that read its inputs before a change
+    (a misconduct flag, say) never overwrites the standing computed after it."""
     wanted = sorted(set(participant_ids))
     standings: dict[int, Standing] = {}
     for start in range(0, len(wanted), _CHUNK):
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(days=CANCELLATION_WINDOW_DAYS)
         chunk = wanted[start : start + _CHUNK]
         ids = ", ".join(f"${n}" for n in range(3, 3 + len(chunk)))
         rows = await fetch(_INPUTS_SQL.replace("{ids}", ids),

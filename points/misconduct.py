@@ -5,6 +5,7 @@ Every staff action here is audited: flags with their reasons, and each read of a
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from tortoise.transactions import in_transaction
@@ -13,8 +14,10 @@ from app import audit
 from app.auth import Principal
 from app.errors import InvalidInput, InvalidState, NotFound
 from app.participants import Participant
-from points.credit import Standing, current_standing, recompute_credit
+from points.credit import Standing, current_standing, recompute_credit, refresh_credit
 from points.models import MisconductFlag, MisconductKind
+
+log = logging.getLogger(__name__)
 
 
 def _reason(value: str, field: str) -> str:
@@ -54,8 +57,18 @@ async def record_flag(
     )
     await audit.record(principal, "record_misconduct", "participant", participant_id,
                        f"flag {flag.id} {kind}: {reason}")
-    await recompute_credit(participant_id)  # no balance changed: a stored standing looks current
+    await _restate(participant_id)
     return flag
+
+
+async def _restate(participant_id: int) -> None:
+    """Recompute the standing now (no balance changed, so a stored one would look current);
+    on failure the flag stands and the refresh is queued instead of failing the call."""
+    try:
+        await recompute_credit(participant_id)
+    except Exception:  # noqa: BLE001 - the flag is committed; a retry would record it twice
+        log.warning("could not recompute the standing after a misconduct change", exc_info=True)
+        await refresh_credit(participant_id)
 
 
 async def lift_flag(principal: Principal, flag_id: int, reason: str) -> MisconductFlag:
@@ -74,7 +87,7 @@ async def lift_flag(principal: Principal, flag_id: int, reason: str) -> Miscondu
         await flag.save(using_db=conn, update_fields=["lifted_by", "lift_reason", "lifted_at"])
     await audit.record(principal, "lift_misconduct", "participant", flag.participant_id,
                        f"flag {flag.id}: {reason}")
-    await recompute_credit(flag.participant_id)
+    await _restate(flag.participant_id)
     return flag
 
 

@@ -137,3 +137,32 @@ async def test_shutdown_does_the_queued_work(database):
     finally:  # the app's startup tunes the collector for a server process; give it back
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+async def test_a_batch_that_read_before_a_flag_never_overwrites_the_standing_after_it(
+    database, monkeypatch
+):
+    """A refresh batch reads its inputs, a fraud flag is recorded and the standing recomputed
+    (grade C), then the batch writes its older result: the standing stays C."""
+    _, _, pid = await resident()
+    assert await current_grade(pid) == "B"
+    original = credit._store
+    read, release = asyncio.Event(), asyncio.Event()
+
+    async def held_store(results, now):
+        if not read.is_set():  # only the first (stale) batch waits before writing
+            read.set()
+            await release.wait()
+        await original(results, now)
+
+    monkeypatch.setattr(credit, "_store", held_store)
+    stale = asyncio.create_task(credit.recompute_many([pid]))
+    async with asyncio.timeout(WAIT):
+        await read.wait()
+    await _flag(pid)
+    await credit.recompute_credit(pid)  # what recording a flag does
+    release.set()
+    async with asyncio.timeout(WAIT):
+        await stale
+    assert await current_grade(pid) == "C"
+    assert await _score(pid) == 150
