@@ -86,6 +86,9 @@ class Coalescer:
         self._running = frozenset(batch)
         try:
             await self._run(batch)
+        except asyncio.CancelledError:
+            self._queued.update(batch)  # interrupted (the loop is closing): the final flush redoes it
+            raise
         except Exception:  # noqa: BLE001 - the changes are committed; this work is best effort
             log.warning("could not %s for %d participants", self._what, len(batch), exc_info=True)
         finally:
