@@ -22,7 +22,11 @@ def account_channel(participant_id: int) -> str:
 
 
 async def _publish(participant_ids: list[int]) -> None:
-    await get_store().publish_many([(account_channel(pid), "changed") for pid in participant_ids])
+    # An issuance queues one notice per recipient: sent a pipeline of NOTICE_BATCH at a time,
+    # so one slow round trip loses at most that many.
+    for start in range(0, len(participant_ids), NOTICE_BATCH):
+        chunk = participant_ids[start : start + NOTICE_BATCH]
+        await get_store().publish_many([(account_channel(pid), "changed") for pid in chunk])
 
 
 _notices = Coalescer(_publish, what="publish the account change", delay=NOTICE_DELAY,
