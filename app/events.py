@@ -7,11 +7,13 @@ merchant become a few), in one round trip to the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from app.coalesce import Coalescer
 from app.redis import get_store
 
+log = logging.getLogger(__name__)
 NOTICE_DELAY = 0.02  # seconds; subscribers expect prompt pushes
 NOTICE_BATCH = 1_000  # this many waiting notices are published without waiting out the delay
 
@@ -26,7 +28,10 @@ async def _publish(participant_ids: list[int]) -> None:
     # so one slow round trip loses at most that many.
     for start in range(0, len(participant_ids), NOTICE_BATCH):
         chunk = participant_ids[start : start + NOTICE_BATCH]
-        await get_store().publish_many([(account_channel(pid), "changed") for pid in chunk])
+        try:
+            await get_store().publish_many([(account_channel(pid), "changed") for pid in chunk])
+        except Exception:  # noqa: BLE001 - committed changes; a lost notice only delays a push
+            log.warning("could not publish %d account-change notices", len(chunk), exc_info=True)
 
 
 _notices = Coalescer(_publish, what="publish the account change", delay=NOTICE_DELAY,
