@@ -1,79 +1,161 @@
-"""One schema extension for the whole request pipeline: token limit, cached parse, cached
-validation with our rules, and ErrorCodes' coding and masking of errors.
+"""The request pipeline: token limit, cached parse, cached validation with our rules, and
+ErrorCodes' coding and masking of errors.
 
-strawberry's separate extensions (MaxTokensLimiter, ParserCache, ValidationCache,
-AddValidationRules, MaskErrors) cost ~50 us of CPU per request in hooks alone; ValidationCache
-also hashes the whole document AST on every request. Here both caches are keyed by the query
-text, and error processing is skipped when there are no errors.
+Queries and mutations go through `Pipeline.execute` (PuhuiSchema.execute): the cached document
+and validation, graphql-core's execution with strawberry's resolvers, then every error coded.
+That is strawberry's `Schema.execute` without its per-request extension machinery (an execution
+context, an extension runner, a context manager per hook), which cost a fifth of a small
+query's CPU. Subscriptions keep strawberry's path, with `Pipeline.extension` supplying the same
+caches and coding as a schema extension. Both caches are keyed by the query text.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
+from inspect import isawaitable
 from typing import Any
 
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import GraphQLError, GraphQLSchema, parse
+from graphql import GraphQLError, GraphQLSchema, execute, parse, specified_rules
 from graphql.language import DocumentNode
+from strawberry.exceptions import MissingQueryError
+from strawberry.execution import optimized_is_awaitable
 from strawberry.extensions import SchemaExtension
+from strawberry.schema._graphql_core import execution_context_class_kwargs
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+from strawberry.utils.operation import get_operation_type
 
 from graphql_schema.errors import ErrorCodes
 
+ALL_OPERATIONS = frozenset(OperationType)
 
-def request_pipeline(
-    *, production: bool, rules: tuple[Any, ...], max_tokens: int, cache_size: int
-) -> Callable[[], SchemaExtension]:
-    """A factory of the per-request extension; its caches are shared by every request."""
 
-    @lru_cache(maxsize=cache_size)
-    def parsed(query: str) -> DocumentNode:
-        return parse(query, max_tokens=max_tokens)
+class Pipeline:
+    """Caches shared by every request of the process, and the coding of their errors."""
 
-    @lru_cache(maxsize=cache_size)
-    def validated(
-        schema: GraphQLSchema, query: str, base_rules: tuple[Any, ...]
+    def __init__(
+        self, *, production: bool, rules: tuple[Any, ...], max_tokens: int, cache_size: int
+    ) -> None:
+        self.production = production
+        self.rules = rules
+        self.max_tokens = max_tokens
+        self.codes = ErrorCodes(production=production)
+        self.parsed: Callable[[str], DocumentNode] = lru_cache(maxsize=cache_size)(self._parse)
+        self.validated: Callable[[GraphQLSchema, str, tuple[Any, ...]], list[GraphQLError]] = (
+            lru_cache(maxsize=cache_size)(self._validate)
+        )
+
+    def _parse(self, query: str) -> DocumentNode:
+        return parse(query, max_tokens=self.max_tokens)
+
+    def _validate(
+        self, schema: GraphQLSchema, query: str, base_rules: tuple[Any, ...]
     ) -> list[GraphQLError]:
-        return validate_document(schema, parsed(query), base_rules + rules)
+        return validate_document(schema, self.parsed(query), base_rules + self.rules)
 
-    class RequestPipeline(ErrorCodes):
-        """Parse and validate through the caches; code every error, mask unexpected ones."""
+    async def execute(
+        self,
+        schema: Any,
+        query: str | None,
+        *,
+        variable_values: dict[str, Any] | None,
+        context_value: Any,
+        root_value: Any,
+        operation_name: str | None,
+        allowed_operation_types: Iterable[OperationType] | None,
+        operation_extensions: dict[str, Any] | None,
+    ) -> ExecutionResult:
+        """Run one query or mutation of `schema` (a strawberry Schema); its errors coded.
 
-        def on_operation(self) -> Iterator[None]:
-            """Set the token limit; afterwards code the errors of the result, if any."""
-            self._stream_result_processed = False
-            context = self.execution_context
-            context.parse_options["max_tokens"] = max_tokens
-            yield
-            if self._stream_result_processed:
-                return
-            result = context.result
-            if not isinstance(result, GraphQLExecutionResult | ExecutionResult):
-                result = getattr(result, "initial_result", None)
-            if result is not None and result.errors:
-                result.errors = self._process_errors(result.errors)
+        Raises what strawberry's execute raises for a request it cannot run (no query, no
+        single operation to pick, an operation type not allowed here)."""
+        if not query:
+            raise MissingQueryError
+        try:
+            document = self.parsed(query)
+        except GraphQLError as error:
+            return self._finish(schema, None, [error])
+        try:
+            operation_type = get_operation_type(document, operation_name)
+        except RuntimeError as error:
+            raise CannotGetOperationTypeError(operation_name) from error
+        if operation_type not in (allowed_operation_types or ALL_OPERATIONS):
+            raise InvalidOperationTypeError(operation_type)
+        errors = self.validated(schema._schema, query, tuple(specified_rules))
+        if errors:
+            return self._finish(schema, None, list(errors))
+        try:
+            result = execute(
+                schema._schema,
+                document,
+                root_value=root_value,
+                context_value=context_value,
+                variable_values=variable_values,
+                operation_name=operation_name,
+                is_awaitable=optimized_is_awaitable,
+                operation_extensions=operation_extensions,
+                **execution_context_class_kwargs(schema.execution_context_class),
+            )
+            if isawaitable(result):
+                result = await result
+        except Exception as exc:  # noqa: BLE001 - coded (and masked) like any other error
+            error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+            return self._finish(schema, None, [error])
+        assert isinstance(result, GraphQLExecutionResult)
+        return self._finish(schema, result.data, result.errors)
 
-        def on_parse(self) -> Iterator[None]:
-            """The cached document; on a syntax error strawberry parses again and reports it."""
-            context = self.execution_context
-            if context.query is not None:
-                with contextlib.suppress(GraphQLError):
-                    context.graphql_document = parsed(context.query)
-            yield
+    def _finish(
+        self, schema: Any, data: dict[str, Any] | None, errors: list[GraphQLError] | None
+    ) -> ExecutionResult:
+        if errors:
+            schema._process_errors(errors)  # strawberry's own: drops field suggestions if asked
+            errors = self.codes._process_errors(errors)
+        return ExecutionResult(data=data, errors=errors or None)
 
-        def on_validate(self) -> Iterator[None]:
-            """The cached validation of this query text with the standard rules and ours."""
-            context = self.execution_context
-            if context.query is not None:
-                context.pre_execution_errors = validated(
-                    context.schema._schema, context.query, context.validation_rules
-                )
-            yield
+    def extension(self) -> Callable[[], SchemaExtension]:
+        """The schema extension giving strawberry's own path (subscriptions) the same pipeline."""
+        pipeline = self
 
-    def make() -> SchemaExtension:
-        return RequestPipeline(production=production)
+        class RequestPipeline(ErrorCodes):
+            """Parse and validate through the caches; code every error, mask unexpected ones."""
 
-    return make
+            def on_operation(self) -> Iterator[None]:
+                """Set the token limit; afterwards code the errors of the result, if any."""
+                self._stream_result_processed = False
+                context = self.execution_context
+                context.parse_options["max_tokens"] = pipeline.max_tokens
+                yield
+                if self._stream_result_processed:
+                    return
+                result = context.result
+                if not isinstance(result, GraphQLExecutionResult | ExecutionResult):
+                    result = getattr(result, "initial_result", None)
+                if result is not None and result.errors:
+                    result.errors = self._process_errors(result.errors)
+
+            def on_parse(self) -> Iterator[None]:
+                """The cached document; on a syntax error strawberry parses again and reports it."""
+                context = self.execution_context
+                if context.query is not None:
+                    with contextlib.suppress(GraphQLError):
+                        context.graphql_document = pipeline.parsed(context.query)
+                yield
+
+            def on_validate(self) -> Iterator[None]:
+                """The cached validation of this query text with the standard rules and ours."""
+                context = self.execution_context
+                if context.query is not None:
+                    context.pre_execution_errors = pipeline.validated(
+                        context.schema._schema, context.query, context.validation_rules
+                    )
+                yield
+
+        def make() -> SchemaExtension:
+            return RequestPipeline(production=pipeline.production)
+
+        return make
