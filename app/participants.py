@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from tortoise import fields
+from tortoise import connections, fields
+from tortoise.backends.base.client import TransactionalDBClient
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
-from app.ledger.accounts import open_holder_accounts
+from app.ledger.accounts import open_holder_accounts, remember_holder
+from app.ledger.models import Asset
 from app.sql import fetch
 
 
@@ -60,9 +62,22 @@ async def _get_or_create(key: str, **values: str) -> int:
 
 
 async def _find(column: str, value: str) -> int | None:
-    """A participant's id by its subject or organisation code (one indexed lookup)."""
-    rows = await fetch(f"SELECT id FROM participant WHERE {column} = $1", [value])
-    return int(rows[0]["id"]) if rows else None
+    """A participant's id by its subject or organisation code, with its accounts' ids kept for
+    the ledger (one indexed lookup)."""
+    rows = await fetch(
+        "SELECT p.id AS id, p.kind AS kind, a.id AS account_id, a.asset AS asset FROM participant p"
+        f" LEFT JOIN ledger_account a ON a.participant_id = p.id WHERE p.{column} = $1",
+        [value],
+    )
+    if not rows:
+        return None
+    participant_id = int(rows[0]["id"])
+    if not isinstance(connections.get("default"), TransactionalDBClient):
+        for row in rows:
+            if row["account_id"] is not None:
+                remember_holder(participant_id, Asset(row["asset"]), int(row["account_id"]),
+                                row["kind"] == "individual")
+    return participant_id
 
 
 async def resident_id(principal: Principal) -> int:

@@ -8,7 +8,8 @@ from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 
 from app.errors import NotFound
-from app.ledger.models import Account, Asset
+from app.ledger.models import Account, AccountKind, Asset
+from app.ledger.posting import note_account
 from app.sql import fetch, for_dialect
 
 
@@ -26,7 +27,10 @@ _system_ids: dict[SystemAccount, int] = {}
 _holder_ids: dict[tuple[int, Asset], int] = {}
 HOLDER_CACHE_SIZE = 400_000  # ids never change; the cache is cleared when full
 
-_FIND_HOLDER = "SELECT id FROM ledger_account WHERE participant_id = $1 AND asset = $2"
+_FIND_HOLDER = (
+    "SELECT a.id AS id, p.kind AS owner FROM ledger_account a"
+    " JOIN participant p ON p.id = a.participant_id WHERE a.participant_id = $1 AND a.asset = $2"
+)
 _OPEN_HOLDER = (
     "INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)"
     " VALUES ($1, 'holder', $2, 0, 0) ON CONFLICT (participant_id, asset) DO NOTHING"
@@ -47,7 +51,19 @@ async def system_account_id(code: SystemAccount) -> int:
 
 async def _holder_account(conn: BaseDBAsyncClient, participant_id: int, asset: Asset) -> int | None:
     rows = await fetch(_FIND_HOLDER, [participant_id, asset.value], conn)
-    return int(rows[0]["id"]) if rows else None
+    if not rows:
+        return None
+    if not isinstance(conn, TransactionalDBClient):
+        remember_holder(participant_id, asset, int(rows[0]["id"]), rows[0]["owner"] == "individual")
+    return int(rows[0]["id"])
+
+
+def remember_holder(participant_id: int, asset: Asset, account_id: int, individual: bool) -> None:
+    """Keep a committed holder account's id (and what the ledger needs to know of it)."""
+    if len(_holder_ids) >= HOLDER_CACHE_SIZE:
+        _holder_ids.clear()
+    _holder_ids[(participant_id, asset)] = account_id
+    note_account(account_id, asset, AccountKind.HOLDER, individual)
 
 
 async def open_holder_accounts(participant_id: int) -> None:
@@ -73,10 +89,6 @@ async def holder_account_id(participant_id: int, asset: Asset) -> int:
         found = await _holder_account(conn, participant_id, asset)
         if found is None:  # pragma: no cover - the insert above or a concurrent one made it
             raise RuntimeError("A holder account could not be opened.")
-    if not isinstance(conn, TransactionalDBClient):
-        if len(_holder_ids) >= HOLDER_CACHE_SIZE:
-            _holder_ids.clear()
-        _holder_ids[(participant_id, asset)] = found
     return found
 
 

@@ -106,6 +106,13 @@ _meta: dict[int, _Meta] = {}
 _META_LIMIT = 200_000
 
 
+def note_account(account_id: int, asset: str, kind: str, individual: bool) -> None:
+    """Remember what the ledger needs of a committed account read elsewhere (saves a query)."""
+    if len(_meta) >= _META_LIMIT:
+        _meta.clear()
+    _meta[account_id] = _Meta(asset, kind, individual)
+
+
 async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, _Meta]:
     """Asset, kind and owner class of each account; none ever changes, so kept per process."""
     found = {i: _meta[i] for i in ids if i in _meta}
