@@ -9,8 +9,9 @@ RedeemRight is the flash-sale path. In order:
    Then the hot rows, last, so their locks are held for the shortest time: the ledger posting
    (locks the resident account, adds to the merchant pool in its final statement) and the
    conditional stock UPDATE (`stock_remaining >= quantity`) just before the commit.
-3. After commit: the replay mark; then, without holding up the answer, the account-change
-   notices and the credit refresh. Any refusal or failure gives the gate its quantity back.
+3. After commit: the replay mark; the account-change notices and the credit refresh are queued
+   (app.coalesce: done in batches, without holding up the answer). Any refusal or failure gives
+   the gate its quantity back.
 
 Every path that touches these rows takes them in one order: redemption row, tally row, the
 resident account, the merchant pool, the right. A refund (cancel, expiry) moves points the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -79,16 +79,6 @@ class Redeemed:
     merchant: Merchant | None = None
 
 
-_background: set[asyncio.Task[None]] = set()
-
-
-def _after_response(work: Coroutine[None, None, None]) -> None:
-    """Run after-commit work that the answer does not wait for (kept referenced until done)."""
-    task = asyncio.get_running_loop().create_task(work)
-    _background.add(task)
-    task.add_done_callback(_background.discard)
-
-
 def _tally_sql() -> str:
     if dialect() == "postgres":
         return _TALLY_SQL.format(p1="$1", p2="$2", p3="$3", p4="$4")
@@ -105,7 +95,8 @@ async def _raise_tally(
 
 
 async def _notify(participant_id: int, pool_holder: int) -> None:
-    """After a redemption commits: tell both accounts' subscribers, refresh the credit standing."""
+    """After a redemption commits: queue both accounts' notices and the credit refresh (done in
+    batches by the after-commit queues, without holding up the answer)."""
     await account_changed([participant_id, pool_holder])
     await refresh_credit(participant_id)
 
@@ -138,7 +129,7 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
             await stock_gate.put_back(right_id, quantity)
     if pool_holder is not None:
         await stock_gate.mark_redeemed(principal.subject, key)
-        _after_response(_notify(participant_id, pool_holder))
+        await _notify(participant_id, pool_holder)
     return result
 
 
