@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Subquery
 
+from app.db import dialect
 from app.errors import InsufficientPoints, InsufficientReductions, InvalidInput, NotEligible
 from app.ledger.models import (
     Account,
@@ -125,8 +126,13 @@ async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, _Me
         )
         if len(_meta) + len(rows) > _META_LIMIT:
             _meta.clear()
+        # SQLite hands a rolled-back row's id to the next insert: an account read here may be
+        # this transaction's own and never committed, so only PostgreSQL's ids are kept.
+        keep = dialect() == "postgres"
         for r in rows:
-            found[r["id"]] = _meta[r["id"]] = _Meta(r["asset"], r["kind"], r["owner"] == "individual")
+            found[r["id"]] = _Meta(r["asset"], r["kind"], r["owner"] == "individual")
+            if keep:
+                _meta[r["id"]] = found[r["id"]]
     if len(found) != len(ids):
         raise InvalidInput("Unknown ledger account.")
     return found
