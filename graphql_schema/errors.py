@@ -64,10 +64,19 @@ class ErrorCodes(MaskErrors):
             if isinstance(original, AccessError | DomainError):
                 out.append(_coded(error, original.code, original.message))
             elif original is None:
-                out.append(_coded(error, "BAD_REQUEST"))
+                out.append(_coded(error, "BAD_REQUEST", self._hidden(error.message)))
             elif isinstance(original, GraphQLError):
+                out.append(_coded(error, "BAD_USER_INPUT"))
+            elif error.path is None and isinstance(original, ValueError | TypeError):
+                # A literal a scalar refused while the document was validated (a bad BigInt).
                 out.append(_coded(error, "BAD_USER_INPUT"))
             else:
                 log.error("unexpected error at %s", error.path, exc_info=original)
                 out.append(_coded(error, "INTERNAL_SERVER_ERROR", "Unexpected error."))
         return out
+
+    def _hidden(self, message: str) -> str:
+        """In production, a message without "Did you mean ...?" (it names what introspection hides)."""
+        if self.production and "Did you mean" in message:
+            return message.split(" Did you mean", 1)[0]
+        return message

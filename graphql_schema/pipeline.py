@@ -35,6 +35,15 @@ from graphql_schema.errors import ErrorCodes
 ALL_OPERATIONS = frozenset(OperationType)
 
 
+def _request_error(exc: Exception) -> GraphQLError:
+    """A request error for what the parser or a validation rule raised (400, BAD_REQUEST)."""
+    if isinstance(exc, GraphQLError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return GraphQLError("The document nests too deeply to be checked.")
+    return GraphQLError(f"The document could not be checked: {type(exc).__name__}.")
+
+
 class Pipeline:
     """Caches shared by every request of the process, and the coding of their errors."""
 
@@ -78,15 +87,19 @@ class Pipeline:
             raise MissingQueryError
         try:
             document = self.parsed(query)
-        except GraphQLError as error:
-            return self._finish(schema, None, [error])
+        except Exception as exc:  # noqa: BLE001 - a document the parser cannot take is refused
+            return self._finish(schema, None, [_request_error(exc)])
         try:
             operation_type = get_operation_type(document, operation_name)
         except RuntimeError as error:
             raise CannotGetOperationTypeError(operation_name) from error
-        if operation_type not in (allowed_operation_types or ALL_OPERATIONS):
+        allowed = ALL_OPERATIONS if allowed_operation_types is None else allowed_operation_types
+        if operation_type not in allowed:
             raise InvalidOperationTypeError(operation_type)
-        errors = self.validated(schema._schema, query, tuple(specified_rules))
+        try:
+            errors = self.validated(schema._schema, query, tuple(specified_rules))
+        except Exception as exc:  # noqa: BLE001 - e.g. a chain of fragments too deep to walk
+            return self._finish(schema, None, [_request_error(exc)])
         if errors:
             return self._finish(schema, None, list(errors))
         try:

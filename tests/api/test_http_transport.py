@@ -248,3 +248,36 @@ async def test_clients_accepting_only_application_json_get_200_on_request_errors
     broken = await client.post("/graphql", content=b"{", headers={
         **legacy, "content-type": "application/json"})
     assert broken.status_code == 400
+
+
+async def test_documents_too_intricate_to_check_answer_400(client):
+    """A chain of fragments each spreading the next (few tokens, deep to walk): a coded 400."""
+    auth = {"authorization": f"Bearer {token()}"}
+    chain = " ".join(f"fragment F{i} on Query {{ ...F{i + 1} }}" for i in range(260))
+    query = "query { ...F0 } " + chain + " fragment F260 on Query { __typename }"
+    response = await client.post("/graphql", json={"query": query}, headers=auth)
+    assert response.status_code == 400
+    body = _assert_coded(response)
+    assert "data" not in body and error_codes(body) == ["BAD_REQUEST"]
+
+
+async def test_several_operations_need_an_operation_name(client):
+    """As the GraphQL spec asks: without operationName, a document of two operations is refused."""
+    auth = {"authorization": f"Bearer {token()}"}
+    query = "query A { __typename } query B { __typename }"
+    refused = await client.post("/graphql", json={"query": query}, headers=auth)
+    assert refused.status_code == 400
+    assert "operation name" in _assert_coded(refused)["errors"][0]["message"]
+    chosen = await client.post("/graphql", json={"query": query, "operationName": "B"}, headers=auth)
+    assert chosen.status_code == 200 and data(chosen.json()) == {"__typename": "Query"}
+
+
+async def test_a_bad_bigint_literal_is_bad_user_input(client):
+    """A BigInt written in the document (not a variable) that is not a number: 400, not 500."""
+    auth = {"authorization": f"Bearer {token(unique('http'))}"}
+    query = ('mutation { retireReductions(input: {grams: "abc", idempotencyKey: "k", '
+             'purpose: "x"}) { userErrors { code } } }')
+    response = await client.post("/graphql", json={"query": query}, headers=auth)
+    assert response.status_code == 400, response.text
+    body = _assert_coded(response)
+    assert "data" not in body and "BAD_USER_INPUT" in error_codes(body)
