@@ -1,4 +1,4 @@
-"""Posting transfers: lock accounts in id order, check balances, move lots, write both entries."""
+"""Posting transfers: one conditional update per account in a fixed order, lots, both entries."""
 
 from __future__ import annotations
 
