@@ -13,7 +13,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
 from app.errors import IdempotencyConflict, InvalidInput
-from app.sql import for_dialect
+from app.sql import execute, fetch
 
 
 class IdempotencyRecord(Model):
@@ -64,7 +64,7 @@ class Claim:
     async def complete(self, result: Any, conn: BaseDBAsyncClient) -> None:
         """Store the result of the first request, in the same transaction as its effects."""
         self.result = result
-        await conn.execute_query(*for_dialect(_COMPLETE, [json.dumps(result), self.record_id]))
+        await execute(_COMPLETE, [json.dumps(result), self.record_id], conn)
 
 
 async def claim(scope: str, key: str, payload: dict[str, Any], conn: BaseDBAsyncClient) -> Claim:
@@ -75,10 +75,10 @@ async def claim(scope: str, key: str, payload: dict[str, Any], conn: BaseDBAsync
     key = check_key(key)
     digest = request_hash(payload)
     now = datetime.now(UTC)
-    rows = await conn.execute_query_dict(*for_dialect(_CLAIM, [scope, key, digest, now]))
+    rows = await fetch(_CLAIM, [scope, key, digest, now], conn)
     if rows:
         return Claim(int(rows[0]["id"]), replay=False)
-    first = await conn.execute_query_dict(*for_dialect(_FIRST, [scope, key]))
+    first = await fetch(_FIRST, [scope, key], conn)
     if not first:  # pragma: no cover - the conflicting row was rolled back meanwhile
         raise IdempotencyConflict("The idempotency key is in use; retry.", "idempotencyKey")
     if first[0]["request_hash"] != digest:

@@ -28,6 +28,12 @@ async def fetch(sql: str, params: list[Any], conn: BaseDBAsyncClient | None = No
     return await (conn or connections.get("default")).execute_query_dict(statement, values)
 
 
+async def execute(sql: str, params: list[Any], conn: BaseDBAsyncClient | None = None) -> None:
+    """Run a statement whose rows are not needed."""
+    statement, values = for_dialect(sql, params)
+    await (conn or connections.get("default")).execute_query(statement, values)
+
+
 def as_datetime(value: datetime | str | None) -> datetime | None:
     """A timestamp from a raw row: PostgreSQL gives datetimes, SQLite gives ISO text (UTC)."""
     if value is None or isinstance(value, datetime):

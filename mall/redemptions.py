@@ -31,7 +31,6 @@ from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
-from app.db import dialect
 from app.errors import InsufficientPoints, InvalidInput, InvalidState, NotEligible, NotFound
 from app.events import account_changed
 from app.idempotency import check_key, claim
@@ -40,7 +39,7 @@ from app.ledger.models import Asset, EntryKind
 from app.ledger.posting import Posting, lock_accounts, post
 from app.participants import resident_id
 from app.redis import get_store
-from app.sql import for_dialect
+from app.sql import fetch
 from mall import stock_gate
 from mall.errors import OutOfStock, PerPersonLimit, RateLimited
 from mall.keys import store_key
@@ -60,10 +59,10 @@ TRANSACTIONS_PER_RIGHT = 2
 _queues: dict[int, asyncio.Semaphore] = {}
 
 _TALLY_SQL = """
-INSERT INTO mall_redemption_tally (right_id, participant_id, quantity) VALUES ({p1}, {p2}, {p3})
+INSERT INTO mall_redemption_tally (right_id, participant_id, quantity) VALUES ($1, $2, $3)
 ON CONFLICT (right_id, participant_id) DO UPDATE
 SET quantity = mall_redemption_tally.quantity + excluded.quantity
-WHERE mall_redemption_tally.quantity + excluded.quantity <= {p4}
+WHERE mall_redemption_tally.quantity + excluded.quantity <= $4
 RETURNING quantity
 """
 
@@ -79,17 +78,11 @@ class Redeemed:
     merchant: Merchant | None = None
 
 
-def _tally_sql() -> str:
-    if dialect() == "postgres":
-        return _TALLY_SQL.format(p1="$1", p2="$2", p3="$3", p4="$4")
-    return _TALLY_SQL.format(p1="?", p2="?", p3="?", p4="?")
-
-
 async def _raise_tally(
     conn: BaseDBAsyncClient, right_id: int, participant_id: int, quantity: int, limit: int
 ) -> None:
     """Count `quantity` more of this right for this person, within the limit, atomically."""
-    rows = await conn.execute_query_dict(_tally_sql(), [right_id, participant_id, quantity, limit])
+    rows = await fetch(_TALLY_SQL, [right_id, participant_id, quantity, limit], conn)
     if not rows:
         raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
 
@@ -157,7 +150,7 @@ _TAKE_STOCK = (
 
 async def _right_and_merchant(conn: BaseDBAsyncClient, right_id: int) -> tuple[Right, Merchant]:
     """A right and its merchant, read in one statement (rows built as the ORM builds them)."""
-    rows = await conn.execute_query_dict(*for_dialect(_RIGHT_AND_MERCHANT, [right_id]))
+    rows = await fetch(_RIGHT_AND_MERCHANT, [right_id], conn)
     if not rows:
         raise NotFound("No such right.", "rightId")
     row = rows[0]
@@ -192,7 +185,7 @@ async def _redeem_in_db(
         await _raise_tally(conn, right_id, participant_id, quantity, right.per_person_limit)
         values = [right_id, merchant.id, participant_id, quantity, right.points_price, cost,
                   new_voucher_code(), RedemptionStatus.ISSUED.value, right.valid_until, now]
-        [row] = await conn.execute_query_dict(*for_dialect(_INSERT_REDEMPTION, values))
+        [row] = await fetch(_INSERT_REDEMPTION, values, conn)
         redemption = Redemption._init_from_db(**row)
         await claimed.complete({"redemption_id": redemption.id}, conn)
         # The hot rows come last: the ledger changes the resident's account, then the merchant
@@ -211,7 +204,7 @@ async def _redeem_in_db(
             )
         except InsufficientPoints as exc:
             raise InsufficientPoints(exc.message, "quantity") from None
-        if not await conn.execute_query_dict(*for_dialect(_TAKE_STOCK, [quantity, right_id])):
+        if not await fetch(_TAKE_STOCK, [quantity, right_id], conn):
             raise OutOfStock("This right is sold out.", "quantity")
         right.stock_remaining -= quantity
     return Redeemed(redemption.id, participant_id, redemption, right, merchant), merchant.participant_id

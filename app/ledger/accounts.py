@@ -10,7 +10,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClie
 from app.errors import NotFound
 from app.ledger.models import Account, AccountKind, Asset
 from app.ledger.posting import note_account
-from app.sql import fetch, for_dialect
+from app.sql import execute, fetch
 
 
 class SystemAccount(StrEnum):
@@ -85,7 +85,7 @@ async def holder_account_id(participant_id: int, asset: Asset) -> int:
     conn = connections.get("default")
     found = await _holder_account(conn, participant_id, asset)
     if found is None:
-        await conn.execute_query(*for_dialect(_OPEN_HOLDER, [asset.value, participant_id]))
+        await execute(_OPEN_HOLDER, [asset.value, participant_id], conn)
         found = await _holder_account(conn, participant_id, asset)
         if found is None:  # pragma: no cover - the insert above or a concurrent one made it
             raise RuntimeError("A holder account could not be opened.")

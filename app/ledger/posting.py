@@ -21,7 +21,7 @@ from app.ledger.models import (
     Lot,
     LotHolding,
 )
-from app.sql import for_dialect
+from app.sql import execute, fetch
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,7 @@ async def _insert_all(
 ) -> None:
     """Insert rows with multi-row INSERTs of at most INSERT_ROWS rows each."""
     for start in range(0, len(rows), INSERT_ROWS):
-        await conn.execute_query(
-            *for_dialect(*_insert(table, columns, rows[start : start + INSERT_ROWS]))
-        )
+        await execute(*_insert(table, columns, rows[start : start + INSERT_ROWS]), conn)
 
 
 async def _apply(conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int,
@@ -189,7 +187,7 @@ async def _apply(conn: BaseDBAsyncClient, postings: Sequence[Posting], account_i
     point along the postings (`lowest`, the smallest running change), it stays valid; its
     new balance."""
     params = [change, released, account_id, lowest]
-    rows = await conn.execute_query_dict(*for_dialect(_APPLY, params))
+    rows = await fetch(_APPLY, params, conn)
     if not rows:
         await _refuse(conn, postings, account_id, lowest)
     return int(rows[0]["balance"])
@@ -199,7 +197,7 @@ async def _take_lots(conn: BaseDBAsyncClient, posting: Posting, account_id: int)
     """Draw the posting's grams from the account's lots and take them from its holdings."""
     lots = await _draw_lots(conn, posting, account_id)
     for lot_id, amount in lots:
-        await conn.execute_query(*for_dialect(_TAKE_FROM_HOLDING, [amount, account_id, lot_id]))
+        await execute(_TAKE_FROM_HOLDING, [amount, account_id, lot_id], conn)
     return lots
 
 
@@ -262,7 +260,7 @@ async def post(
         statement, params = _insert("ledger_transfer", _TRANSFER_COLUMNS,
                                     rows[start : start + INSERT_ROWS], " RETURNING id")
         # Ids come from the sequence in row order; RETURNING's own order is not promised.
-        returned = await conn.execute_query_dict(*for_dialect(statement, params))
+        returned = await fetch(statement, params, conn)
         transfer_ids.extend(sorted(int(r["id"]) for r in returned))
 
     # Shared accounts last, in id order; then their grams, and the lots each credit receives.
@@ -281,7 +279,7 @@ async def post(
     for p, lots in zip(postings, lots_of, strict=True):
         if meta[p.credit].kind != AccountKind.ISSUANCE:
             for lot_id, amount in lots:
-                await conn.execute_query(*for_dialect(_ADD_TO_HOLDING, [p.credit, lot_id, amount]))
+                await execute(_ADD_TO_HOLDING, [p.credit, lot_id, amount], conn)
 
     # Entries with the balance after each one: replayed from where each account started.
     running = {a: final[a] - delta[a] for a in delta}
