@@ -5,9 +5,8 @@ In one run, on PostgreSQL:
    (bulk SQL, not measured) with grams issued from one lot, points, experience, a growth-level
    table, and their credit standings computed by the product's own code;
 2. serves `puhui serve --workers W` and drives the contract's MyAccount query text (read from
-   ../shared/contract/operations.graphql; if the served schema does not validate it yet, the
-   subset `me { id displayName account { reductionGrams points } }` is used, and the run says so)
-   with `wrk` at C connections, each request with the next resident's token (a Lua script
+   ../shared/contract/operations.graphql, which tests/api/test_contract.py validates) with `wrk`
+   at C connections, each request with the next resident's token (a Lua script
    rotating through all tokens), after a warm-up;
 3. serves, under the same uvicorn settings (W workers, no access log, proxy headers), a bare
    Starlette endpoint defined in this file (not in the product) that verifies the same HS256 JWT
@@ -45,7 +44,6 @@ from typing import Any
 import asyncpg
 import httpx
 import jwt
-from graphql import build_schema, parse, validate
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -54,7 +52,6 @@ from starlette.routing import Route
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.support import (  # noqa: E402
-    PUHUI,
     ROOT,
     Bench,
     add_residents,
@@ -64,13 +61,12 @@ from bench.support import (  # noqa: E402
     serving,
     wrk_script,
 )
+from tests.helpers import contract_operations  # noqa: E402
 
-CONTRACT = ROOT.parent / "shared" / "contract" / "operations.graphql"
 SECRET = "bench-secret-for-the-account-query-benchmark-0123456789"
 ISSUER, AUDIENCE = "puhui-bench", "puhui"
 PREFIX = "bench-acct"
 SUBJECT = PREFIX + "-{:07d}"
-SUBSET = "query MyAccount { me { id displayName account { reductionGrams points } } }"
 LEVELS = [("L1", "Seedling", 0), ("L2", "Sapling", 500), ("L3", "Grove", 2_000),
           ("L4", "Forest", 10_000)]
 log = logging.getLogger("bench.account_query")
@@ -239,22 +235,6 @@ def write_tokens(path: Path, residents: int) -> str:
     return path.read_text().split("\n", 1)[0]
 
 
-def choose_query(env: dict[str, str]) -> tuple[str, bool]:
-    """The contract's MyAccount text if the served schema validates it, else the subset."""
-    contract = CONTRACT.read_text()
-    start = contract.index("query MyAccount")
-    end = contract.find("\nquery ", start + 1)
-    end = min(e for e in (end, contract.find("\nmutation ", start + 1), len(contract)) if e > 0)
-    text = contract[start:end].strip()
-    sdl = subprocess.run([PUHUI, "schema"], env=env, cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout
-    errors = validate(build_schema(sdl), parse(text))
-    if errors:
-        log.warning("the contract's MyAccount does not validate yet (%s)", errors[0].message)
-        return SUBSET, False
-    return text, True
-
-
 def write_script(path: Path, route: str, query: str, threads: int) -> None:
     """The wrk Lua script posting `query` to `route` with rotating tokens."""
     body = json.dumps({"query": query, "operationName": "MyAccount"})
@@ -343,7 +323,7 @@ async def run(args: argparse.Namespace) -> None:
             await seed(bench.dsn, args.residents)
             await asyncio.to_thread(compute_credit, bench.env)
             first = write_tokens(work / "tokens.txt", args.residents)
-            query, whole = await asyncio.to_thread(choose_query, bench.env)
+            query = contract_operations()["MyAccount"].strip()
             graphql_port, bare_port = (args.port, args.port + 1) if args.port else free_ports(2)
             targets = [
                 Target("GraphQL", bench.serve_command(args.workers, graphql_port), graphql_port,
@@ -362,8 +342,7 @@ async def run(args: argparse.Namespace) -> None:
     print(f"residents {args.residents}, {args.connections} connections, {args.workers} workers, "
           f"{args.rounds} alternating rounds, {args.duration} s each endpoint after "
           f"{args.warmup} s warm-up, PostgreSQL")
-    print("query: " + ("the contract's MyAccount" if whole else
-                       "subset (the contract's MyAccount does not validate yet): " + SUBSET))
+    print("query: the contract's MyAccount")
     graphql_rate = report(targets[0])
     bare_rate = report(targets[1])
     print(f"ratio     {graphql_rate / bare_rate:9.2f}  (GraphQL req/s / bare req/s; target >= 0.5;"

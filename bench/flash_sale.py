@@ -161,7 +161,7 @@ async def run(args: argparse.Namespace) -> None:
         log.info("seeding %d residents with %d points each", args.residents, args.price * 10)
         await seed_residents(bench, PREFIX, args.residents, points=args.price * 10)
         async with bench.serving(args.workers, args.port) as server:
-            _, [right_id] = await merchant_with_rights(bench, base, 1, args.stock, args.price)
+            [right_id] = await merchant_with_rights(bench, base, 1, args.stock, args.price)
             await warm_listing(bench, base)
             requests = await asyncio.to_thread(sale_requests, bench, args, right_id)
             log.info("the sale: %d residents, stock %d, %d connections", args.residents, args.stock,

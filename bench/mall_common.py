@@ -24,9 +24,9 @@ async def graphql(client: httpx.AsyncClient, name: str, variables: dict, auth: s
     return body["data"]
 
 
-async def merchant_with_rights(bench: Bench, base: str, rights: int, stock: int, price: int,
-                               category: str = "bench") -> tuple[str, list[str]]:
-    """A merchant applied and approved, listing `rights` rights; (merchant token, right ids)."""
+async def merchant_with_rights(bench: Bench, base: str, rights: int, stock: int,
+                               price: int) -> list[str]:
+    """A merchant applied and approved, listing `rights` rights; their ids."""
     code = credit_code()
     merchant = bench.sign("bench-merchant", ["merchant"], org=code)
     center = bench.sign("bench-center", ["center"])
@@ -39,9 +39,9 @@ async def merchant_with_rights(bench: Bench, base: str, rights: int, stock: int,
         for i in range(rights):
             created = await graphql(client, "CreateRight", {"input": {
                 "title": f"Bench right {i}", "description": "A flat white at any shop",
-                "category": category, "pointsPrice": str(price), "stock": stock}}, merchant)
+                "category": "bench", "pointsPrice": str(price), "stock": stock}}, merchant)
             payload = created["createRight"]
             if payload["userErrors"]:
                 raise RuntimeError(payload["userErrors"])
             ids.append(payload["right"]["id"])
-    return merchant, ids
+    return ids

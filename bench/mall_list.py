@@ -71,7 +71,7 @@ async def run(args: argparse.Namespace) -> None:
     async with (Bench(args.server, SECRET, prefix="mallbench", redis=args.redis or None,
                       keep=args.keep) as bench,
                 bench.serving(args.workers, args.port)):
-        _, ids = await merchant_with_rights(bench, base, args.rights, 1_000, 10)
+        ids = await merchant_with_rights(bench, base, args.rights, 1_000, 10)
         tokens = [bench.sign(f"bench-list-{i:06d}", ["resident"]) for i in range(args.tokens)]
         variables = {"first": args.page}
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:

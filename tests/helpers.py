@@ -84,3 +84,8 @@ def data(body: dict[str, Any]) -> dict[str, Any]:
 def error_codes(body: dict[str, Any]) -> list[str]:
     """The extensions.code of each GraphQL error."""
     return [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
+
+
+def user_error_codes(payload: dict[str, Any]) -> list[str]:
+    """The code of each userError on a mutation payload."""
+    return [e["code"] for e in payload["userErrors"]]

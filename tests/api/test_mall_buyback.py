@@ -7,7 +7,7 @@ from app.ledger.models import Asset, Entry, Transfer, TransferLot
 from app.ledger.verify import verify
 from graphql_schema.ids import decode_id
 from points.conversion import rule_in_force
-from tests.helpers import data, error_codes, gql, op, token, unique
+from tests.helpers import data, error_codes, gql, op, token, unique, user_error_codes
 from tests.ledger_support import issue_grams, issue_points
 from tests.mall_support import (
     CENTER,
@@ -20,10 +20,6 @@ from tests.mall_support import (
     system_balance,
     write_off,
 )
-
-
-def _codes(payload: dict) -> list[str]:
-    return [e["code"] for e in payload["userErrors"]]
 
 
 async def request(client, merchant, points: int, key: str | None = None) -> dict:
@@ -71,7 +67,7 @@ async def test_request_holds_points_and_approval_moves_grams_from_the_reserve(cl
     mine = data(await gql(client, "query { myMerchant { pooledPoints pointsOnHold reductionGrams } }",
                           auth=merchant.auth))["myMerchant"]
     assert mine == {"pooledPoints": "40", "pointsOnHold": "60", "reductionGrams": "0"}
-    assert _codes(await request(client, merchant, 41)) == ["INSUFFICIENT_POINTS"]
+    assert user_error_codes(await request(client, merchant, 41)) == ["INSUFFICIENT_POINTS"]
 
     settled = await settle(client, buyback["id"], True)
     assert settled["userErrors"] == []
@@ -89,7 +85,7 @@ async def test_request_holds_points_and_approval_moves_grams_from_the_reserve(cl
     assert sum(drawn) == 60 * gpp
     grams_account = await holder_account_id(merchant.participant_id, Asset.REDUCTION_GRAMS)
     assert await Entry.filter(account_id=grams_account, kind="BUYBACK").count() == 1
-    assert _codes(await settle(client, buyback["id"], True)) == ["INVALID_STATE"]
+    assert user_error_codes(await settle(client, buyback["id"], True)) == ["INVALID_STATE"]
 
     totals = data(await op(client, "SystemTotals", {}, CENTER))["systemTotals"]
     assert int(totals["issuedGrams"]) == sum(
@@ -113,7 +109,7 @@ async def test_points_backing_unused_vouchers_cannot_be_bought_back(client):
     right_id = await listed_right(client, merchant, pointsPrice="50", stock=3)
     buyer = await resident(points=50)
     assert (await redeem(client, buyer, right_id))["userErrors"] == []
-    assert _codes(await request(client, merchant, 50)) == ["INSUFFICIENT_POINTS"]
+    assert user_error_codes(await request(client, merchant, 50)) == ["INSUFFICIENT_POINTS"]
     assert await points_of(merchant.participant_id) == (50, 0)
 
 
@@ -124,7 +120,7 @@ async def test_reject_releases_the_hold(client):
     rejected = await settle(client, buyback["id"], False)
     assert rejected["buyback"]["status"] == "REJECTED"
     assert await points_of(merchant.participant_id) == (30, 0)
-    assert _codes(await settle(client, buyback["id"], True)) == ["INVALID_STATE"]
+    assert user_error_codes(await settle(client, buyback["id"], True)) == ["INVALID_STATE"]
 
 
 async def test_never_more_grams_than_the_reserve_holds(client):
@@ -136,7 +132,7 @@ async def test_never_more_grams_than_the_reserve_holds(client):
     buyback = (await request(client, merchant, points))["buyback"]
     burned = await system_balance(SystemAccount.POINTS_BOUGHT_BACK)
     refused = await settle(client, buyback["id"], True)
-    assert _codes(refused) == ["INVALID_STATE"]
+    assert user_error_codes(refused) == ["INVALID_STATE"]
     assert await system_balance(SystemAccount.CONVERSION_RESERVE) == reserve
     assert await system_balance(SystemAccount.POINTS_BOUGHT_BACK) == burned
     assert await points_of(merchant.participant_id) == (points, points)
@@ -151,13 +147,13 @@ async def test_request_is_idempotent_and_checked(client):
     again = await request(client, merchant, 10, key)
     assert again["buyback"]["id"] == first["buyback"]["id"]
     assert await points_of(merchant.participant_id) == (20, 10)
-    assert _codes(await request(client, merchant, 5, key)) == ["IDEMPOTENCY_CONFLICT"]
-    assert _codes(await request(client, merchant, 0)) == ["INVALID_INPUT"]
+    assert user_error_codes(await request(client, merchant, 5, key)) == ["IDEMPOTENCY_CONFLICT"]
+    assert user_error_codes(await request(client, merchant, 0)) == ["INVALID_INPUT"]
     assert error_codes(await op(client, "RequestBuyback", {"input": {
         "points": "1", "idempotencyKey": "k"}}, token())) == ["FORBIDDEN"]
     assert error_codes(await op(client, "SettleBuyback", {"input": {
         "id": first["buyback"]["id"], "approve": True}}, merchant.auth)) == ["FORBIDDEN"]
-    assert _codes(await settle(client, "QnV5YmFjazo5OTk5OTk5", True)) == ["NOT_FOUND"]
+    assert user_error_codes(await settle(client, "QnV5YmFjazo5OTk5OTk5", True)) == ["NOT_FOUND"]
     query = "query { buybacks(status: PENDING, first: 100) { edges { node { id } } } }"
     queue = data(await gql(client, query, auth=CENTER))["buybacks"]["edges"]
     assert first["buyback"]["id"] in [e["node"]["id"] for e in queue]

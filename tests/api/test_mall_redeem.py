@@ -17,7 +17,7 @@ from mall import redemptions as redemption_service
 from mall import stock_gate
 from mall.models import Redemption
 from mall.rules import parse_voucher
-from tests.helpers import data, error_codes, op, token, unique
+from tests.helpers import data, error_codes, op, token, unique, user_error_codes
 from tests.mall_support import (
     approved_merchant,
     cancel,
@@ -28,10 +28,6 @@ from tests.mall_support import (
     stock_of,
     write_off,
 )
-
-
-def _codes(payload: dict) -> list[str]:
-    return [e["code"] for e in payload["userErrors"]]
 
 
 async def _redemptions(participant_id: int) -> int:
@@ -74,7 +70,7 @@ async def test_same_key_replays_and_other_input_conflicts(client):
     assert again["redemption"]["voucherCode"] == first["redemption"]["voucherCode"]
     assert await points_of(buyer.participant_id) == (90, 0)
     conflict = await redeem(client, buyer, right_id, quantity=2, key=key)
-    assert _codes(conflict) == ["IDEMPOTENCY_CONFLICT"]
+    assert user_error_codes(conflict) == ["IDEMPOTENCY_CONFLICT"]
     assert await points_of(buyer.participant_id) == (90, 0)
     assert await stock_of(client, right_id, merchant) == 4
 
@@ -98,16 +94,16 @@ async def test_refusals_change_nothing(client):
     ]
     for right_id, quantity, code in cases:
         payload = await redeem(client, buyer, right_id, quantity=quantity)
-        assert _codes(payload) == [code], (right_id, code)
+        assert user_error_codes(payload) == [code], (right_id, code)
         assert payload["redemption"] is None
     assert (await points_of(buyer.participant_id), await _redemptions(buyer.participant_id)) == before
     assert await stock_of(client, limited, merchant) == 9
     assert await stock_of(client, dear, merchant) == 10
     other = await resident(points=100)
     over = await redeem(client, other, limited, quantity=2)
-    assert _codes(over) == ["PER_PERSON_LIMIT"]
+    assert user_error_codes(over) == ["PER_PERSON_LIMIT"]
     unknown = await redeem(client, other, "UmlnaHQ6OTk5OTk5OTk5")
-    assert _codes(unknown) == ["NOT_FOUND"]
+    assert user_error_codes(unknown) == ["NOT_FOUND"]
     assert error_codes(await op(client, "RedeemRight", {"input": {
         "rightId": limited, "quantity": 1, "idempotencyKey": "k"}}, merchant.auth)) == ["FORBIDDEN"]
     assert (await verify()).ok
@@ -128,13 +124,13 @@ async def test_cancel_refunds_and_restores_stock_and_limit(client):
     replay = await cancel(client, buyer, redemption["id"], key=key)
     assert replay["redemption"]["status"] == "CANCELLED" and replay["account"] == {"points": "100"}
     again = await cancel(client, buyer, redemption["id"])
-    assert _codes(again) == ["INVALID_STATE"]
+    assert user_error_codes(again) == ["INVALID_STATE"]
     refunds = await Entry.filter(kind="REFUND", amount=50).count()
     assert refunds >= 1
     # the limit and the stock are back: the same person redeems again
     assert (await redeem(client, buyer, right_id))["userErrors"] == []
     stranger = await resident(points=10)
-    assert _codes(await cancel(client, stranger, redemption["id"])) == ["NOT_FOUND"]
+    assert user_error_codes(await cancel(client, stranger, redemption["id"])) == ["NOT_FOUND"]
     assert await points_of(buyer.participant_id) == (50, 0)
 
 
@@ -145,19 +141,19 @@ async def test_write_off_once_by_the_owning_merchant(client, monkeypatch):
     buyer = await resident(points=500)
     redemption = (await redeem(client, buyer, right_id))["redemption"]
     code = redemption["voucherCode"]
-    assert _codes(await write_off(client, other, code)) == ["NOT_FOUND"]
+    assert user_error_codes(await write_off(client, other, code)) == ["NOT_FOUND"]
     done = await write_off(client, merchant, code.lower().replace("-", ""))
     assert done["redemption"] == {"id": redemption["id"], "status": "USED"}
-    assert _codes(await write_off(client, merchant, code)) == ["INVALID_STATE"]
-    assert _codes(await cancel(client, buyer, redemption["id"])) == ["INVALID_STATE"]
+    assert user_error_codes(await write_off(client, merchant, code)) == ["INVALID_STATE"]
+    assert user_error_codes(await cancel(client, buyer, redemption["id"])) == ["INVALID_STATE"]
     typo = code[:-1] + ("0" if code[-1] != "0" else "1")
-    assert _codes(await write_off(client, merchant, typo)) == ["INVALID_INPUT"]
+    assert user_error_codes(await write_off(client, merchant, typo)) == ["INVALID_INPUT"]
     assert error_codes(await op(client, "WriteOffVoucher", {"input": {"voucherCode": code}},
                                 token())) == ["FORBIDDEN"]
 
     monkeypatch.setattr(redemption_service, "LOOKUPS_PER_MINUTE", 3)
     limited = await approved_merchant(client)
-    answers = [_codes(await write_off(client, limited, code)) for _ in range(4)]
+    answers = [user_error_codes(await write_off(client, limited, code)) for _ in range(4)]
     assert answers == [["NOT_FOUND"], ["NOT_FOUND"], ["NOT_FOUND"], ["RATE_LIMITED"]]
 
 
@@ -170,7 +166,7 @@ async def test_sold_out_refusals_never_reach_the_database(client):
     assert first["userErrors"] == []
     stranger = unique("res")
     payload = await redeem(client, type(winner)(stranger, token(stranger), 0), right_id)
-    assert _codes(payload) == ["OUT_OF_STOCK"]
+    assert user_error_codes(payload) == ["OUT_OF_STOCK"]
     # the gate refused before anything else: the stranger was never even looked up
     assert await find_resident(stranger) is None
     # a retry of the winner's request replays past the sold-out gate
@@ -178,7 +174,7 @@ async def test_sold_out_refusals_never_reach_the_database(client):
     # a lost gate is rebuilt from the database
     pk = decode_id("Right", right_id)
     await get_store().delete(stock_gate.gate_key(pk))
-    assert _codes(await redeem(client, await resident(points=100), right_id)) == ["OUT_OF_STOCK"]
+    assert user_error_codes(await redeem(client, await resident(points=100), right_id)) == ["OUT_OF_STOCK"]
     assert await get_store().get(stock_gate.gate_key(pk)) == b"0"
 
 
@@ -187,7 +183,7 @@ async def test_concurrent_buyers_never_exceed_stock(client):
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=5)
     buyers = [await resident(points=100) for _ in range(20)]
     payloads = await asyncio.gather(*(redeem(client, b, right_id) for b in buyers))
-    codes = sorted(_codes(p)[0] if p["userErrors"] else "OK" for p in payloads)
+    codes = sorted(user_error_codes(p)[0] if p["userErrors"] else "OK" for p in payloads)
     assert codes == ["OK"] * 5 + ["OUT_OF_STOCK"] * 15
     assert await stock_of(client, right_id, merchant) == 0
     assert await points_of(merchant.participant_id) == (50, 0)
@@ -200,12 +196,12 @@ async def test_concurrent_requests_of_one_person_respect_limit_and_balance(clien
     limited = await listed_right(client, merchant, pointsPrice="1", stock=100, perPersonLimit=2)
     buyer = await resident(points=1000)
     payloads = await asyncio.gather(*(redeem(client, buyer, limited) for _ in range(10)))
-    assert sorted(_codes(p)[0] if p["userErrors"] else "OK" for p in payloads) == (
+    assert sorted(user_error_codes(p)[0] if p["userErrors"] else "OK" for p in payloads) == (
         ["OK"] * 2 + ["PER_PERSON_LIMIT"] * 8
     )
     dear = await listed_right(client, merchant, pointsPrice="300", stock=100, perPersonLimit=10)
     payloads = await asyncio.gather(*(redeem(client, buyer, dear) for _ in range(10)))
-    assert sorted(_codes(p)[0] if p["userErrors"] else "OK" for p in payloads) == (
+    assert sorted(user_error_codes(p)[0] if p["userErrors"] else "OK" for p in payloads) == (
         ["INSUFFICIENT_POINTS"] * 7 + ["OK"] * 3
     )
     assert await points_of(buyer.participant_id) == (98, 0)
@@ -221,7 +217,7 @@ async def test_the_same_key_at_once_redeems_once(client):
     payloads = await asyncio.gather(*(redeem(client, buyer, right_id, key=key) for _ in range(8)))
     ids = {p["redemption"]["id"] for p in payloads if p["redemption"]}
     assert len(ids) == 1
-    assert all(p["userErrors"] == [] or _codes(p) == ["IDEMPOTENCY_CONFLICT"] for p in payloads)
+    assert all(p["userErrors"] == [] or user_error_codes(p) == ["IDEMPOTENCY_CONFLICT"] for p in payloads)
     assert await points_of(buyer.participant_id) == (993, 0)
     assert await stock_of(client, right_id, merchant) == 49
 

@@ -9,7 +9,7 @@ import pytest
 
 from graphql_schema.ids import decode_id
 from mall.models import Right
-from tests.helpers import data, error_codes, gql, op, token, unique
+from tests.helpers import data, error_codes, gql, op, token, unique, user_error_codes
 from tests.mall_support import (
     approved_merchant,
     create_right,
@@ -111,7 +111,7 @@ async def test_update_price_and_validity_shows_at_once(client):
 
     other = await approved_merchant(client)
     foreign = await gql(client, UPDATE, {"input": {"id": right_id, "pointsPrice": "1"}}, other.auth)
-    assert [e["code"] for e in data(foreign)["updateRight"]["userErrors"]] == ["NOT_FOUND"]
+    assert user_error_codes(data(foreign)["updateRight"]) == ["NOT_FOUND"]
 
 
 async def test_a_future_right_appears_when_its_window_opens(client):
@@ -123,7 +123,7 @@ async def test_a_future_right_appears_when_its_window_opens(client):
     assert right_id not in _nodes(await listing(client, viewer, category=category))
     buyer = await resident(points=500)
     refused = await redeem(client, buyer, right_id)
-    assert [e["code"] for e in refused["userErrors"]] == ["INVALID_STATE"]
+    assert user_error_codes(refused) == ["INVALID_STATE"]
     await asyncio.sleep(2)
     assert right_id in _nodes(await listing(client, viewer, category=category))
 
@@ -138,7 +138,7 @@ async def test_restock_and_sold_out_shown_at_zero(client):
     assert _nodes(await listing(client, viewer, category=category))[right_id]["stockRemaining"] == 0
     late = await resident(points=500)
     refused = await redeem(client, late, right_id)
-    assert [e["code"] for e in refused["userErrors"]] == ["OUT_OF_STOCK"]
+    assert user_error_codes(refused) == ["OUT_OF_STOCK"]
 
     body = await gql(client, RESTOCK, {"input": {"id": right_id, "quantity": 3}}, merchant.auth)
     assert data(body)["restockRight"]["right"]["stockRemaining"] == 3
@@ -158,12 +158,12 @@ async def test_pause_and_resume(client):
     assert data(body)["pauseRight"]["right"]["paused"] is True
     assert right_id not in _nodes(await listing(client, viewer, category=category))
     buyer = await resident(points=500)
-    assert [e["code"] for e in (await redeem(client, buyer, right_id))["userErrors"]] == ["INVALID_STATE"]
+    assert user_error_codes(await redeem(client, buyer, right_id)) == ["INVALID_STATE"]
     again = await gql(client, PAUSE, {"input": {"id": right_id}}, merchant.auth)
-    assert [e["code"] for e in data(again)["pauseRight"]["userErrors"]] == ["INVALID_STATE"]
+    assert user_error_codes(data(again)["pauseRight"]) == ["INVALID_STATE"]
     other = await approved_merchant(client)
     foreign = await gql(client, RESUME, {"input": {"id": right_id}}, other.auth)
-    assert [e["code"] for e in data(foreign)["resumeRight"]["userErrors"]] == ["NOT_FOUND"]
+    assert user_error_codes(data(foreign)["resumeRight"]) == ["NOT_FOUND"]
     body = await gql(client, RESUME, {"input": {"id": right_id}}, merchant.auth)
     assert data(body)["resumeRight"]["right"]["paused"] is False
     assert right_id in _nodes(await listing(client, viewer, category=category))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from app import jobs
 from app.ledger.verify import verify
@@ -15,8 +12,7 @@ from graphql_schema.ids import decode_id
 from mall.models import Redemption, RedemptionTally
 from mall.redemptions import expire_due
 from tests.mall_support import approved_merchant, iso, listed_right, points_of, redeem, resident, stock_of
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.serve_support import run_cli
 
 
 async def _voucher_ending_soon(client, seconds: float = 1.5):
@@ -72,11 +68,8 @@ async def test_the_background_loop_expires_vouchers(client):
 async def test_puhui_jobs_run_once(client):
     _, _, buyer, pk = await _voucher_ending_soon(client, seconds=1)
     await asyncio.sleep(1.2)
-    result = await asyncio.to_thread(
-        subprocess.run, [str(ROOT / ".venv/bin/puhui"), "jobs", "run-once"],
-        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
+    result = await run_cli("jobs", "run-once")
+    assert result.code == 0, result.stderr
     done = json.loads(result.stdout.strip().splitlines()[-1])
     assert done["vouchers_expired"] >= 1
     assert (await Redemption.get(id=pk)).status == "EXPIRED"
