@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import jwt
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
 
 from app.errors import Forbidden, Unauthenticated
-from app.settings import Settings, get_settings
+from app.settings import Settings, get_settings, load_public_key
 
 ROLES = frozenset(
     {
@@ -91,14 +90,9 @@ def _jwks_client(url: str) -> jwt.PyJWKClient:
     return jwt.PyJWKClient(url, cache_keys=True, lifespan=600, timeout=5)
 
 
-@lru_cache(maxsize=4)
-def _public_key(pem: str) -> object:
-    return load_pem_public_key(pem.encode())
-
-
 def _key_for(token: str, settings: Settings) -> object:
     if settings.jwt_public_key:
-        return _public_key(settings.jwt_public_key)
+        return load_public_key(settings.jwt_public_key)
     if settings.jwt_jwks_url:
         # The JWK carries its own algorithm; PyJWT refuses a token whose header names another.
         return _jwks_client(settings.jwt_jwks_url).get_signing_key_from_jwt(token)
@@ -198,20 +192,11 @@ async def decode_token_async(token: str, settings: Settings | None = None) -> Pr
     return decode_token(token, settings)
 
 
-def principal_from_header(value: str | None, settings: Settings | None = None) -> Principal | None:
-    """The Principal for an Authorization header value; None when absent; raise when invalid."""
-    if not value:
-        return None
-    scheme, _, token = value.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("Authorization must be 'Bearer <token>'.")
-    return decode_token(token.strip(), settings)
-
-
 async def principal_from_header_async(
     value: str | None, settings: Settings | None = None
 ) -> Principal | None:
-    """principal_from_header for async callers: a JWKS key fetch never blocks the event loop."""
+    """The Principal for an Authorization header value; None when absent; raise when invalid
+    (a JWKS key fetch never blocks the event loop)."""
     if not value:
         return None
     scheme, _, token = value.partition(" ")

@@ -21,19 +21,14 @@ def _fail(message: str, code: int = 2) -> None:
 
 def _run_with_db(work: Callable[[], Awaitable[int]]) -> int:
     from app.db import close_db, init_db
-    from app.events import flush_notices
-    from app.redis import close_store
-    from points.credit import flush_refreshes
+    from app.events import drain_after_commit
 
     async def main() -> int:
         await init_db()
         try:
             return await work()
         finally:
-            # After-commit work the command queued (notices, credit refreshes), then the stores.
-            await flush_notices()
-            await flush_refreshes()
-            await close_store()
+            await drain_after_commit()  # what the command queued, before the database closes
             await close_db()
 
     return asyncio.run(main())

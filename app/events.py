@@ -46,3 +46,13 @@ async def account_changed(participant_ids: Iterable[int]) -> None:
 async def flush_notices() -> None:
     """Publish the notices queued now (at shutdown, or when a caller must know they are out)."""
     await _notices.flush()
+
+
+async def drain_after_commit() -> None:
+    """At shutdown: publish the queued notices, do the queued credit refreshes, close the store."""
+    from app.redis import close_store
+    from points.credit import flush_refreshes  # points builds on app, not the other way
+
+    await flush_notices()
+    await flush_refreshes()
+    await close_store()

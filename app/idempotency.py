@@ -63,7 +63,6 @@ class Claim:
 
     async def complete(self, result: Any, conn: BaseDBAsyncClient) -> None:
         """Store the result of the first request, in the same transaction as its effects."""
-        self.result = result
         await execute(_COMPLETE, [json.dumps(result), self.record_id], conn)
 
 

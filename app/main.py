@@ -15,12 +15,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from app.db import close_db, init_db
-from app.events import flush_notices
+from app.events import drain_after_commit
 from app.health import health
 from app.jobs import start_jobs, stop_jobs
-from app.redis import close_store, get_store
+from app.redis import get_store
 from app.settings import Settings, get_settings
-from points.credit import flush_refreshes
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +61,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             yield
         finally:
             await stop_jobs(jobs)
-            # After-commit work still queued: notices and credit refreshes, before their stores close.
-            await flush_notices()
-            await flush_refreshes()
-            await close_store()
+            await drain_after_commit()  # queued after-commit work, before the stores close
             if manage_db:
                 await close_db()
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tortoise import connections, fields
-from tortoise.backends.base.client import TransactionalDBClient
+from tortoise import fields
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
@@ -49,8 +48,10 @@ async def _get_or_create(key: str, **values: str) -> int:
         try:
             async with in_transaction():  # a participant never exists without its accounts
                 row = await Participant.create(**values)
-                await open_holder_accounts(row.id)
+                opened = await open_holder_accounts(row.id)
             found = row.id
+            for asset, account_id in opened.items():
+                remember_holder(found, asset, account_id, values["kind"] == "individual")
         except IntegrityError:
             found = await _find(column, values[column])
             if found is None:
@@ -72,11 +73,10 @@ async def _find(column: str, value: str) -> int | None:
     if not rows:
         return None
     participant_id = int(rows[0]["id"])
-    if not isinstance(connections.get("default"), TransactionalDBClient):
-        for row in rows:
-            if row["account_id"] is not None:
-                remember_holder(participant_id, Asset(row["asset"]), int(row["account_id"]),
-                                row["kind"] == "individual")
+    for row in rows:
+        if row["account_id"] is not None:
+            remember_holder(participant_id, Asset(row["asset"]), int(row["account_id"]),
+                            row["kind"] == "individual")
     return participant_id
 
 

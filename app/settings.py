@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 ENVIRONMENTS = ("development", "test", "production")
@@ -69,10 +70,16 @@ def _int(env: dict[str, str], name: str, default: int, low: int, high: int) -> i
 
 
 @lru_cache(maxsize=8)
+def load_public_key(pem: str) -> PublicKeyTypes:
+    """The public key of PEM text (parsed once per text)."""
+    return load_pem_public_key(pem.encode())
+
+
+@lru_cache(maxsize=8)
 def public_key_algorithm(pem: str) -> str:
     """RS256 for an RSA key of 2048 bits or more, ES256 for a P-256 key; SettingsError otherwise."""
     try:
-        key = load_pem_public_key(pem.encode())
+        key = load_public_key(pem)
     except (ValueError, TypeError):
         raise SettingsError("PUHUI_JWT_PUBLIC_KEY is not a PEM public key") from None
     if isinstance(key, rsa.RSAPublicKey):

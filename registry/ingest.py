@@ -30,7 +30,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from app.auth import principal_from_header
+from app.auth import principal_from_header_async
 from app.errors import AccessError, DomainError, NotFound, Unauthenticated
 from app.settings import get_settings
 from registry import rules
@@ -230,7 +230,7 @@ async def ingest_scenario_records(request: Request) -> Response:
     """Apply an NDJSON body of records of the caller's published scenario, chunk by chunk."""
     settings = get_settings()
     try:
-        principal = principal_from_header(request.headers.get("authorization"), settings)
+        principal = await principal_from_header_async(request.headers.get("authorization"), settings)
         if principal is None:
             raise Unauthenticated()
         terms: Terms = await scenario_terms(principal, request.path_params["code"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from tortoise import connections
-from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
+from tortoise.backends.base.client import TransactionalDBClient
 
 from app.errors import NotFound
 from app.ledger.models import Account, AccountKind, Asset
@@ -31,6 +31,11 @@ _FIND_HOLDER = (
     "SELECT a.id AS id, p.kind AS owner FROM ledger_account a"
     " JOIN participant p ON p.id = a.participant_id WHERE a.participant_id = $1 AND a.asset = $2"
 )
+_OPEN_HOLDERS = (  # one row per Asset
+    "INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)"
+    " VALUES ($2, 'holder', $1, 0, 0), ($3, 'holder', $1, 0, 0)"
+    " ON CONFLICT (participant_id, asset) DO NOTHING RETURNING id, asset"
+)
 _OPEN_HOLDER = (
     "INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)"
     " VALUES ($1, 'holder', $2, 0, 0) ON CONFLICT (participant_id, asset) DO NOTHING"
@@ -49,44 +54,49 @@ async def system_account_id(code: SystemAccount) -> int:
     return row.id
 
 
-async def _holder_account(conn: BaseDBAsyncClient, participant_id: int, asset: Asset) -> int | None:
-    rows = await fetch(_FIND_HOLDER, [participant_id, asset.value], conn)
+async def _holder_account(participant_id: int, asset: Asset) -> int | None:
+    rows = await fetch(_FIND_HOLDER, [participant_id, asset.value])
     if not rows:
         return None
-    if not isinstance(conn, TransactionalDBClient):
-        remember_holder(participant_id, asset, int(rows[0]["id"]), rows[0]["owner"] == "individual")
+    remember_holder(participant_id, asset, int(rows[0]["id"]), rows[0]["owner"] == "individual")
     return int(rows[0]["id"])
 
 
 def remember_holder(participant_id: int, asset: Asset, account_id: int, individual: bool) -> None:
-    """Keep a committed holder account's id (and what the ledger needs to know of it)."""
+    """Keep a holder account's id (and what the ledger needs to know of it) for the process,
+    unless it was read inside a transaction: no other transaction may be handed an account
+    that is not committed (or was rolled back)."""
+    if isinstance(connections.get("default"), TransactionalDBClient):
+        return
     if len(_holder_ids) >= HOLDER_CACHE_SIZE:
         _holder_ids.clear()
     _holder_ids[(participant_id, asset)] = account_id
     note_account(account_id, asset, AccountKind.HOLDER, individual)
 
 
-async def open_holder_accounts(participant_id: int) -> None:
-    """Open a participant's grams and points accounts (idempotent)."""
+async def open_holder_accounts(participant_id: int) -> dict[Asset, int]:
+    """Open a participant's grams and points accounts (idempotent); their ids by asset."""
+    rows = await fetch(_OPEN_HOLDERS, [participant_id, *(asset.value for asset in Asset)])
+    opened = {Asset(r["asset"]): int(r["id"]) for r in rows}
     for asset in Asset:
-        await holder_account_id(participant_id, asset)
+        if asset not in opened:  # opened before
+            opened[asset] = await holder_account_id(participant_id, asset)
+    return opened
 
 
 async def holder_account_id(participant_id: int, asset: Asset) -> int:
     """The id of a participant's account of `asset`, opening it if needed.
 
-    An id is kept for the process only when read outside a transaction, so no other
-    transaction is ever handed an account that is not committed (or was rolled back). Opening
-    is an insert that yields to a concurrent one, so it never aborts the caller's transaction.
+    Ids are kept as `remember_holder` says. Opening is an insert that yields to a concurrent
+    one, so it never aborts the caller's transaction.
     """
     cached = _holder_ids.get((participant_id, asset))
     if cached is not None:
         return cached
-    conn = connections.get("default")
-    found = await _holder_account(conn, participant_id, asset)
+    found = await _holder_account(participant_id, asset)
     if found is None:
-        await execute(_OPEN_HOLDER, [asset.value, participant_id], conn)
-        found = await _holder_account(conn, participant_id, asset)
+        await execute(_OPEN_HOLDER, [asset.value, participant_id])
+        found = await _holder_account(participant_id, asset)
         if found is None:  # pragma: no cover - the insert above or a concurrent one made it
             raise RuntimeError("A holder account could not be opened.")
     return found

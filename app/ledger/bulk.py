@@ -135,7 +135,7 @@ async def issue_lot(
         # Compiling the statement (JIT) would cost more than running it; its sorts of a row per
         # entry stay in memory.
         await raw.execute("SET LOCAL jit = off; SET LOCAL work_mem = '64MB'")
-        personal = await raw.fetch(_LOCK, [issuance, *accounts], True)
+        personal = await raw.fetch(_LOCK, accounts, True)
         locked = {r["id"] for r in personal}
         shared = await raw.fetch(_LOCK, [a for a in [issuance, *accounts] if a not in locked], False)
         rows = [*personal, *shared]

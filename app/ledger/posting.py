@@ -104,7 +104,7 @@ class _Meta:
 
 
 _meta: dict[int, _Meta] = {}
-_META_LIMIT = 200_000
+_META_LIMIT = 500_000  # above accounts.HOLDER_CACHE_SIZE: a kept holder id keeps its details
 
 
 def note_account(account_id: int, asset: str, kind: str, individual: bool) -> None:
@@ -124,24 +124,22 @@ async def _account_meta(conn: BaseDBAsyncClient, ids: set[int]) -> dict[int, _Me
             " FROM ledger_account a LEFT JOIN participant p ON p.id = a.participant_id"
             f" WHERE a.id IN ({', '.join(str(int(i)) for i in missing)})"
         )
-        if len(_meta) + len(rows) > _META_LIMIT:
-            _meta.clear()
         # SQLite hands a rolled-back row's id to the next insert: an account read here may be
         # this transaction's own and never committed, so only PostgreSQL's ids are kept.
         keep = dialect() == "postgres"
         for r in rows:
             found[r["id"]] = _Meta(r["asset"], r["kind"], r["owner"] == "individual")
             if keep:
-                _meta[r["id"]] = found[r["id"]]
+                note_account(r["id"], r["asset"], r["kind"], r["owner"] == "individual")
     if len(found) != len(ids):
         raise InvalidInput("Unknown ledger account.")
     return found
 
 
-_ADD_TO_HOLDING = """
-INSERT INTO ledger_lot_holding (account_id, lot_id, balance) VALUES ($1, $2, $3)
-ON CONFLICT (account_id, lot_id) DO UPDATE SET balance = ledger_lot_holding.balance + EXCLUDED.balance
-"""
+_ADD_TO_HOLDING = (  # the tail of a multi-row insert into ledger_lot_holding
+    " ON CONFLICT (account_id, lot_id)"
+    " DO UPDATE SET balance = ledger_lot_holding.balance + EXCLUDED.balance"
+)
 _TAKE_FROM_HOLDING = """
 UPDATE ledger_lot_holding SET balance = balance - $1 WHERE account_id = $2 AND lot_id = $3
 """
@@ -174,11 +172,18 @@ def _insert(
 
 
 async def _insert_all(
-    conn: BaseDBAsyncClient, table: str, columns: Sequence[str], rows: Sequence[Sequence[object]]
-) -> None:
-    """Insert rows with multi-row INSERTs of at most INSERT_ROWS rows each."""
+    conn: BaseDBAsyncClient,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    tail: str = "",
+) -> list[dict]:
+    """Insert rows with multi-row INSERTs of at most INSERT_ROWS rows each (`tail` follows the
+    VALUES: ON CONFLICT, RETURNING); what the statements returned."""
+    returned: list[dict] = []
     for start in range(0, len(rows), INSERT_ROWS):
-        await execute(*_insert(table, columns, rows[start : start + INSERT_ROWS]), conn)
+        returned += await fetch(*_insert(table, columns, rows[start : start + INSERT_ROWS], tail), conn)
+    return returned
 
 
 async def _apply(conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int,
@@ -253,15 +258,11 @@ async def post(
     for index, p in enumerate(postings):
         if p.asset == Asset.REDUCTION_GRAMS and meta[p.debit].individual:
             lots_of[index] = await _take_lots(conn, p, p.debit)
-    transfer_ids: list[int] = []
     rows = [(p.asset.value, p.kind.value, p.debit, p.credit, p.amount, p.reference[:96],
              p.memo[:256], p.reverses_id, now) for p in postings]
-    for start in range(0, len(rows), INSERT_ROWS):
-        statement, params = _insert("ledger_transfer", _TRANSFER_COLUMNS,
-                                    rows[start : start + INSERT_ROWS], " RETURNING id")
-        # Ids come from the sequence in row order; RETURNING's own order is not promised.
-        returned = await fetch(statement, params, conn)
-        transfer_ids.extend(sorted(int(r["id"]) for r in returned))
+    returned = await _insert_all(conn, "ledger_transfer", _TRANSFER_COLUMNS, rows, " RETURNING id")
+    # Ids come from the sequence in row order; RETURNING's own order is not promised.
+    transfer_ids = sorted(int(r["id"]) for r in returned)
 
     # Shared accounts last, in id order; then their grams, and the lots each credit receives.
     if shared and before_shared is not None:
@@ -276,10 +277,14 @@ async def post(
             lots_of[index] = list(p.lots or ())
         else:
             lots_of[index] = await _take_lots(conn, p, p.debit)
+    received: dict[tuple[int, int], int] = {}
     for p, lots in zip(postings, lots_of, strict=True):
         if meta[p.credit].kind != AccountKind.ISSUANCE:
             for lot_id, amount in lots:
-                await execute(_ADD_TO_HOLDING, [p.credit, lot_id, amount], conn)
+                received[(p.credit, lot_id)] = received.get((p.credit, lot_id), 0) + amount
+    holdings = [(account_id, lot_id, amount) for (account_id, lot_id), amount in sorted(received.items())]
+    await _insert_all(conn, "ledger_lot_holding", ("account_id", "lot_id", "balance"), holdings,
+                      _ADD_TO_HOLDING)
 
     # Entries with the balance after each one: replayed from where each account started.
     running = {a: final[a] - delta[a] for a in delta}
