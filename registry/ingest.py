@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from app.auth import principal_from_header_async
 from app.errors import AccessError, DomainError, NotFound, Unauthenticated
 from app.settings import get_settings
+from app.units import BIGINT_MAX
 from registry import rules
 from registry.records import apply_batch, scenario_terms
 from registry.rules import Item, Outcome, Rejection, Terms
@@ -126,6 +127,8 @@ class LineParser:
             if number is None:
                 return None
             known = (number, rules.computed_grams(number, self.grams_per_unit))
+            if known[1] > BIGINT_MAX:
+                return None  # the exact path words the refusal
             if len(self._quantities) >= CACHE_SIZE:
                 self._quantities.clear()
             self._quantities[quantity] = known

@@ -64,13 +64,15 @@ async def _resident_ids(raw: Any, subjects: set[str]) -> dict[str, int]:
     if missing:
         if len(_residents) + len(missing) > RESIDENT_CACHE:
             _residents.clear()
+            missing = list(subjects)
         rows = await raw.fetch(
             "SELECT subject, id FROM participant"
             " WHERE kind = 'individual' AND subject = ANY($1::text[])",
             missing,
         )
         _residents.update((r["subject"], r["id"]) for r in rows)
-    return _residents
+    # This batch's own answer: the shared cache may be emptied by another batch meanwhile.
+    return {subject: _residents[subject] for subject in subjects if subject in _residents}
 
 
 async def _stored(raw: Any, scenario_id: int, refs: Iterable[str]) -> set[str]:

@@ -187,3 +187,17 @@ async def test_an_issuance_between_looking_up_and_writing_moves_the_period(clien
         await notices_sent()
     else:
         assert answers(payload) == (1, 0, [])
+
+
+async def test_every_known_resident_counts_when_the_resident_cache_empties(client, monkeypatch):
+    """The per-process cache of residents may empty between or during batches: a resident it
+    held before is still recognised (not refused as unknown)."""
+    from registry import records_sql
+
+    world = await make_world(residents=3)
+    a, b, c = world.subjects
+    monkeypatch.setattr(records_sql, "RESIDENT_CACHE", 2)
+    assert answers(await submit(client, world, [record(a, 1, ago(hours=6)), record(b, 1, ago(hours=5))])) \
+        == (2, 0, [])
+    both = await submit(client, world, [record(a, 1, ago(hours=4)), record(c, 1, ago(hours=3))])
+    assert answers(both) == (2, 0, [])

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from registry import rules
-from registry.ingest import parse_line, read_chunks
+from registry.ingest import LineParser, parse_line, read_chunks
 from registry.rules import Item, Rejection
 
 NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)
@@ -200,3 +200,13 @@ def test_the_plain_path_reads_every_line_as_the_exact_path_does():
     parser = LineParser(47)
     for index, line in enumerate(_lines()):
         assert parser.parse(index, line, not long_numbers(line)) == parse_line(index, line, 47), line
+
+
+def test_the_fast_line_parser_refuses_grams_beyond_64_bits_like_the_exact_one():
+    """A plain number whose grams overflow BIGINT is refused, not turned into an Item."""
+    line = (b'{"subject":"s","quantity":99999999999,'
+            b'"occurredAt":"2026-01-02T08:00:00+08:00","externalRef":"r"}')
+    fast = LineParser(10**9).parse(0, line)
+    exact = parse_line(0, line, 10**9)
+    assert isinstance(fast, Rejection) and fast == exact
+    assert fast.message == "quantity is too large."
