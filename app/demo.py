@@ -20,10 +20,11 @@ from datetime import UTC, datetime, time, timedelta
 from app.auth import Principal, issue_token
 from app.calendar import SHANGHAI, shanghai_today
 from app.errors import DomainError
+from app.events import flush_notices
 from app.participants import resident_id
 from mall.rules import credit_code_check_char
 from registry import methodologies, scenarios
-from registry.issuance import issue_scenario_reductions, notices_sent
+from registry.issuance import issue_scenario_reductions
 from registry.models import (
     Issuance,
     Methodology,
@@ -185,7 +186,7 @@ async def load_demo() -> list[str]:
         # e.g. no holiday calendar for this year yet: say so, and still print the tokens
         return [f"demo data not (fully) loaded: {exc.message}"] + tokens()
     finally:
-        await notices_sent()
+        await flush_notices()
     head = ["demo data loaded: " + "; ".join(loaded)] if loaded else [
         "demo data already loaded; nothing new"]
     return head + tokens()

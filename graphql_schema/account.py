@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import cast
 
@@ -23,6 +22,7 @@ from graphql_schema.registry import ScenarioAuthorization, scenario_authorizatio
 from graphql_schema.scalars import BigInt
 from points import growth as growth_service
 from points.account_view import AccountView, account_view
+from points.credit import recompute_credit
 
 LedgerEntryKind = strawberry.enum(EntryKind, name="LedgerEntryKind")
 LedgerAsset = strawberry.enum(Asset, name="LedgerAsset")
@@ -86,7 +86,7 @@ class CarbonAccount:
         return cast(CreditStanding, self._recomputed_credit())
 
     async def _recomputed_credit(self) -> CreditStanding:
-        return CreditStanding.of(await self.view.credit())
+        return CreditStanding.of(await recompute_credit(self.participant_id))
 
     @strawberry.field(description="Ledger entries on both assets, newest first.")
     async def entries(self, first: int, after: str | None = None) -> Connection[LedgerEntry]:
@@ -149,21 +149,14 @@ class Me:
     @strawberry.field
     def display_name(self) -> str:
         """A display name that never reveals the identity-provider subject."""
-        if self.view is not None:
-            return self.view.display_name
-        return cast(str, self._later(lambda view: view.display_name))
+        assert self.view is not None  # `me` reads the view whenever this field is selected
+        return self.view.display_name
 
     @strawberry.field
     def account(self) -> CarbonAccount:
         """The resident's carbon account."""
-        if self.view is not None:
-            return account_of(self.view)
-        return cast(CarbonAccount, self._later(account_of))
-
-    async def _later(self, pick: Callable[[AccountView], object]) -> object:
-        """`pick` of the view read now (only when `me` did not read it already)."""
-        self.view = await account_view(self.participant_id)
-        return pick(self.view)
+        assert self.view is not None  # `me` reads the view whenever this field is selected
+        return account_of(self.view)
 
     @strawberry.field(description="Experience, level, next level and the growth history.")
     async def growth(self) -> Growth:

@@ -88,7 +88,7 @@ class Pipeline:
         try:
             document = self.parsed(query)
         except Exception as exc:  # noqa: BLE001 - a document the parser cannot take is refused
-            return self._finish(schema, None, [_request_error(exc)])
+            return self._finish(None, [_request_error(exc)])
         try:
             operation_type = get_operation_type(document, operation_name)
         except RuntimeError as error:
@@ -99,9 +99,9 @@ class Pipeline:
         try:
             errors = self.validated(schema._schema, query, tuple(specified_rules))
         except Exception as exc:  # noqa: BLE001 - e.g. a chain of fragments too deep to walk
-            return self._finish(schema, None, [_request_error(exc)])
+            return self._finish(None, [_request_error(exc)])
         if errors:
-            return self._finish(schema, None, list(errors))
+            return self._finish(None, list(errors))
         try:
             result = execute(
                 schema._schema,
@@ -118,16 +118,13 @@ class Pipeline:
                 result = await result
         except Exception as exc:  # noqa: BLE001 - coded (and masked) like any other error
             error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
-            return self._finish(schema, None, [error])
+            return self._finish(None, [error])
         assert isinstance(result, GraphQLExecutionResult)
-        return self._finish(schema, result.data, result.errors)
+        return self._finish(result.data, result.errors)
 
-    def _finish(
-        self, schema: Any, data: dict[str, Any] | None, errors: list[GraphQLError] | None
-    ) -> ExecutionResult:
+    def _finish(self, data: dict[str, Any] | None, errors: list[GraphQLError] | None) -> ExecutionResult:
         if errors:
-            schema._process_errors(errors)  # strawberry's own: drops field suggestions if asked
-            errors = self.codes._process_errors(errors)
+            errors = self.codes._process_errors(errors)  # production drops "Did you mean" here
         return ExecutionResult(data=data, errors=errors or None)
 
     def extension(self) -> Callable[[], SchemaExtension]:

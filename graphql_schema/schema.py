@@ -84,8 +84,6 @@ def build_schema() -> strawberry.Schema:
         config=StrawberryConfig(
             auto_camel_case=True,
             scalar_map=SCALAR_MAP,
-            # "Did you mean ...?" would tell field names that introspection hides.
-            disable_field_suggestions=settings.production,
         ),
     )
 

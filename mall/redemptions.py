@@ -204,21 +204,23 @@ async def _redeem_in_db(
             )
         except InsufficientPoints as exc:
             raise InsufficientPoints(exc.message, "quantity") from None
-        if not await fetch(_TAKE_STOCK, [quantity, right_id], conn):
+        taken = await fetch(_TAKE_STOCK, [quantity, right_id], conn)
+        if not taken:
             raise OutOfStock("This right is sold out.", "quantity")
-        right.stock_remaining -= quantity
+        right.stock_remaining = int(taken[0]["stock_remaining"])
     return Redeemed(redemption.id, participant_id, redemption, right, merchant), merchant.participant_id
 
 
 async def _give_back(
     conn: BaseDBAsyncClient, redemption: Redemption, to: RedemptionStatus, now: datetime
-) -> bool:
-    """Close an ISSUED redemption as `to`, restoring stock and limit and refunding the points."""
+) -> int | None:
+    """Close an ISSUED redemption as `to`, restoring stock and limit and refunding the points;
+    the merchant's participant id, or None when it was not ISSUED any more."""
     closed = await Redemption.filter(id=redemption.id, status=RedemptionStatus.ISSUED.value).using_db(
         conn
     ).update(status=to.value, closed_at=now)
     if not closed:
-        return False
+        return None
     await RedemptionTally.filter(
         right_id=redemption.right_id, participant_id=redemption.participant_id
     ).using_db(conn).update(quantity=F("quantity") - redemption.quantity)
@@ -243,15 +245,12 @@ async def _give_back(
     await Right.filter(id=redemption.right_id).using_db(conn).update(
         stock_remaining=F("stock_remaining") + redemption.quantity
     )
-    return True
+    return merchant_participant
 
 
-async def _after_give_back(redemption: Redemption) -> None:
+async def _after_give_back(redemption: Redemption, pool_holder: int | None) -> None:
     await stock_gate.put_back(redemption.right_id, redemption.quantity)
-    merchant_participant = await Merchant.filter(id=redemption.merchant_id).values_list(
-        "participant_id", flat=True
-    )
-    await account_changed([redemption.participant_id, *merchant_participant])
+    await account_changed([redemption.participant_id, *([pool_holder] if pool_holder else [])])
 
 
 async def cancel(principal: Principal, redemption_id: int, idempotency_key: str) -> Redeemed:
@@ -274,10 +273,10 @@ async def cancel(principal: Principal, redemption_id: int, idempotency_key: str)
                 f"Only an unused voucher can be cancelled; this one is {redemption.status}.",
                 "redemptionId",
             )
-        await _give_back(conn, redemption, RedemptionStatus.CANCELLED, now)
+        pool_holder = await _give_back(conn, redemption, RedemptionStatus.CANCELLED, now)
         await note_voucher_cancellation(participant_id, conn)
         await claimed.complete({"redemption_id": redemption_id}, conn)
-    await _after_give_back(redemption)
+    await _after_give_back(redemption, pool_holder)
     await refresh_credit(participant_id)
     return Redeemed(redemption_id, participant_id)
 
@@ -299,15 +298,16 @@ async def expire_due(now: datetime | None = None) -> int:
                     redemption = await Redemption.filter(id=redemption_id).select_for_update().using_db(
                         conn
                     ).first()
-                    if redemption is None or not await _give_back(
-                        conn, redemption, RedemptionStatus.EXPIRED, now
-                    ):
+                    if redemption is None:
+                        continue
+                    pool_holder = await _give_back(conn, redemption, RedemptionStatus.EXPIRED, now)
+                    if pool_holder is None:
                         continue
             except InvalidState:
                 log.warning("voucher %s could not be refunded on expiry; will retry", redemption_id)
                 continue
             progressed += 1
-            await _after_give_back(redemption)
+            await _after_give_back(redemption, pool_holder)
         done += progressed
         if not progressed:
             return done

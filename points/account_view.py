@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.sql import fetch
-from points.credit import Standing, is_current, recompute_credit, standing_from_row
+from points.credit import Standing, is_current, standing_from_row
 from points.growth import Growth, growth_of
 from points.rules import Level
 
@@ -45,13 +45,6 @@ class AccountView:
         if is_current(self.credit_row):
             return standing_from_row(self.credit_row)
         return None
-
-    async def credit(self) -> Standing:
-        """The credit standing, recomputed first when the stored one is missing or stale."""
-        standing = self.stored_credit()
-        if standing is not None:
-            return standing
-        return await recompute_credit(self.participant_id)
 
 
 async def account_view(participant_id: int) -> AccountView:

@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from app.auth import Principal
 from app.db import dialect
 from app.errors import InvalidInput, InvalidState, NotFound
-from app.events import account_changed, flush_notices
+from app.events import account_changed
 from app.idempotency import claim
 from app.ledger.bulk import holder_accounts, issue_lot
 from app.ledger.models import Asset, Lot
@@ -140,8 +140,3 @@ async def issue_scenario_reductions(
     log.info("issued %s: %d g to %d residents", serial, total_grams, len(totals))
     await account_changed([pid for pid, _, _ in totals])
     return Issued(issuance, scenario.code)
-
-
-async def notices_sent() -> None:
-    """Publish now the account-change notices this process has queued (demo data, tests)."""
-    await flush_notices()

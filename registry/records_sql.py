@@ -100,7 +100,7 @@ def usage_keys(accepted: list[tuple[Item, int, int]]) -> tuple[list[date], list[
 async def _used(
     raw: Any, terms: Terms, keys: tuple[list[date], list[int]]
 ) -> dict[tuple[int, date], int]:
-    if terms.daily_cap is None or not keys[0]:
+    if not keys[0]:
         return {}
     rows = await raw.fetch(_USED, terms.scenario_id, *keys)
     return {(pid, day): int(used) for pid, day, used in rows}
@@ -187,7 +187,8 @@ async def apply_items(
             # a resend, refused items already counted, or an issuance came between
             decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
             data, earned_at = records_copy.payload(terms.scenario_id, decision.accepted, now)
-            keys = usage_keys(decision.accepted)
+            if terms.daily_cap is not None:
+                keys = usage_keys(decision.accepted)
         if terms.daily_cap is not None and decision.accepted:
             used = await _used(raw, terms, keys)
             clipped = rules.earn(decision.accepted, used, terms.daily_cap)

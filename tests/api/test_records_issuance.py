@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from app.events import flush_notices
 from app.ledger.accounts import holder_account_id
 from app.ledger.models import Account, Asset, Entry, Lot, LotHolding
 from app.ledger.verify import verify
-from registry.issuance import notices_sent
 from registry.models import Issuance, Scenario, ScenarioRecord
 from tests.helpers import data, error_codes, gql, op, token, unique
 from tests.records_support import CENTER, ago, answers, issue, make_world, record, shanghai_noon, submit
@@ -59,7 +59,7 @@ async def test_issuance_credits_each_resident_one_lot_and_marks_the_records(clie
                                            occurred_at__lte=scenario.issued_through)
     assert await issued_records.count() == 3
     assert (await verify()).ok
-    await notices_sent()
+    await flush_notices()
 
     # The resident sees the issuance on their ledger.
     resident = token(a, "resident")
@@ -174,6 +174,6 @@ async def test_recipients_are_told_their_account_changed(client):
     recipient = world.residents[world.subjects[0]]
     async with get_store().listen(account_channel(recipient)) as listener:
         assert (await issue(client, world.code, period_end))["issuance"]
-        await notices_sent()
+        await flush_notices()
         async with asyncio.timeout(10):  # a hang guard, not a latency assertion
             assert await listener.next() == "changed"

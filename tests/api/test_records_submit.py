@@ -162,8 +162,9 @@ async def test_a_refused_item_whose_ref_is_already_counted_is_a_duplicate(client
 
 async def test_an_issuance_between_looking_up_and_writing_moves_the_period(client, monkeypatch):
     from app.auth import Principal
+    from app.events import flush_notices
     from registry import records_sql
-    from registry.issuance import issue_scenario_reductions, notices_sent
+    from registry.issuance import issue_scenario_reductions
 
     world = await make_world(residents=1)
     who = world.subjects[0]
@@ -184,7 +185,7 @@ async def test_an_issuance_between_looking_up_and_writing_moves_the_period(clien
     if issued:
         assert answers(payload) == (0, 0, [(0, "OUT_OF_PERIOD")])
         assert set(await _stored(world)) == {"old"}
-        await notices_sent()
+        await flush_notices()
     else:
         assert answers(payload) == (1, 0, [])
 
