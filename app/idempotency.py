@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +14,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
 from app.errors import IdempotencyConflict, InvalidInput
-from app.sql import execute, fetch
+from app.sql import execute, fetch, insert_rows
 
 
 class IdempotencyRecord(Model):
@@ -46,9 +47,11 @@ def check_key(key: str) -> str:
 
 
 _CLAIM = """
-INSERT INTO idempotency_record (scope, "key", request_hash, created_at) VALUES ($1, $2, $3, $4)
+INSERT INTO idempotency_record (scope, "key", request_hash, result, created_at)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (scope, "key") DO NOTHING RETURNING id
 """
+_CLAIM_COLUMNS = ("scope", '"key"', "request_hash", "result", "created_at")
 _FIRST = 'SELECT request_hash, result FROM idempotency_record WHERE scope = $1 AND "key" = $2'
 _COMPLETE = "UPDATE idempotency_record SET result = $1 WHERE id = $2"
 
@@ -66,15 +69,23 @@ class Claim:
         await execute(_COMPLETE, [json.dumps(result), self.record_id], conn)
 
 
-async def claim(scope: str, key: str, payload: dict[str, Any], conn: BaseDBAsyncClient) -> Claim:
+def _stored(result: Any) -> str | None:
+    return None if result is None else json.dumps(result)
+
+
+async def claim(
+    scope: str, key: str, payload: dict[str, Any], conn: BaseDBAsyncClient, result: Any = None
+) -> Claim:
     """Claim (scope, key) in `conn`'s transaction; replay the first result or refuse a conflict.
 
-    One insert that yields to a concurrent claim of the same key (waiting for its transaction
-    to end) instead of failing, so the caller's transaction is never aborted by it."""
+    A `result` known before the effects (a voucher code drawn in advance, say) is stored with
+    the claim, so no `complete` is needed. One insert that yields to a concurrent claim of the
+    same key (waiting for its transaction to end) instead of failing, so the caller's
+    transaction is never aborted by it."""
     key = check_key(key)
     digest = request_hash(payload)
     now = datetime.now(UTC)
-    rows = await fetch(_CLAIM, [scope, key, digest, now], conn)
+    rows = await fetch(_CLAIM, [scope, key, digest, _stored(result), now], conn)
     if rows:
         return Claim(int(rows[0]["id"]), replay=False)
     first = await fetch(_FIRST, [scope, key], conn)
@@ -86,3 +97,17 @@ async def claim(scope: str, key: str, payload: dict[str, Any], conn: BaseDBAsync
         )
     result = first[0]["result"]
     return Claim(None, replay=True, result=json.loads(result) if isinstance(result, str) else result)
+
+
+async def claim_new(
+    claims: Sequence[tuple[str, str, dict[str, Any], Any]], conn: BaseDBAsyncClient
+) -> set[tuple[str, str]]:
+    """Claim several (scope, key, payload, result) at once in `conn`'s transaction; the
+    (scope, key) pairs claimed now. A key claimed before is left as it was: its caller claims
+    it alone (`claim`) to replay the first result or refuse a conflict."""
+    now = datetime.now(UTC)
+    rows = [(scope, check_key(key), request_hash(payload), _stored(result), now)
+            for scope, key, payload, result in claims]
+    returned = await insert_rows(conn, "idempotency_record", _CLAIM_COLUMNS, rows,
+                                 ' ON CONFLICT (scope, "key") DO NOTHING RETURNING scope, "key"')
+    return {(row["scope"], row["key"]) for row in returned}

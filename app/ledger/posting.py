@@ -21,7 +21,7 @@ from app.ledger.models import (
     Lot,
     LotHolding,
 )
-from app.sql import execute, fetch
+from app.sql import execute, fetch, insert_rows
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,6 @@ UPDATE ledger_account SET balance = balance + $1, pending = pending - $2
 WHERE id = $3 AND pending >= $2 AND (kind = 'issuance' OR balance + $4 >= pending - $2)
 RETURNING balance
 """
-# Rows per multi-row INSERT: x 9 columns stays under SQLite's 32,766 parameters and PostgreSQL's 32,767.
-INSERT_ROWS = 1_000
 _TRANSFER_COLUMNS = (
     "asset", "kind", "debit_account_id", "credit_account_id", "amount", "reference", "memo",
     "reverses_id", "created_at",
@@ -157,33 +155,6 @@ _TRANSFER_COLUMNS = (
 _ENTRY_COLUMNS = (
     "account_id", "transfer_id", "asset", "kind", "amount", "balance_after", "memo", "created_at",
 )
-
-
-def _insert(
-    table: str, columns: Sequence[str], rows: Sequence[Sequence[object]], tail: str = ""
-) -> tuple[str, list[object]]:
-    """A multi-row INSERT with `$n` placeholders and its flat parameter list."""
-    width = len(columns)
-    values = ", ".join(
-        "(" + ", ".join(f"${n * width + k + 1}" for k in range(width)) + ")" for n in range(len(rows))
-    )
-    statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}{tail}"
-    return statement, [value for row in rows for value in row]
-
-
-async def _insert_all(
-    conn: BaseDBAsyncClient,
-    table: str,
-    columns: Sequence[str],
-    rows: Sequence[Sequence[object]],
-    tail: str = "",
-) -> list[dict]:
-    """Insert rows with multi-row INSERTs of at most INSERT_ROWS rows each (`tail` follows the
-    VALUES: ON CONFLICT, RETURNING); what the statements returned."""
-    returned: list[dict] = []
-    for start in range(0, len(rows), INSERT_ROWS):
-        returned += await fetch(*_insert(table, columns, rows[start : start + INSERT_ROWS], tail), conn)
-    return returned
 
 
 async def _apply(conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int,
@@ -260,7 +231,7 @@ async def post(
             lots_of[index] = await _take_lots(conn, p, p.debit)
     rows = [(p.asset.value, p.kind.value, p.debit, p.credit, p.amount, p.reference[:96],
              p.memo[:256], p.reverses_id, now) for p in postings]
-    returned = await _insert_all(conn, "ledger_transfer", _TRANSFER_COLUMNS, rows, " RETURNING id")
+    returned = await insert_rows(conn, "ledger_transfer", _TRANSFER_COLUMNS, rows, " RETURNING id")
     # Ids come from the sequence in row order; RETURNING's own order is not promised.
     transfer_ids = sorted(int(r["id"]) for r in returned)
 
@@ -283,7 +254,7 @@ async def post(
             for lot_id, amount in lots:
                 received[(p.credit, lot_id)] = received.get((p.credit, lot_id), 0) + amount
     holdings = [(account_id, lot_id, amount) for (account_id, lot_id), amount in sorted(received.items())]
-    await _insert_all(conn, "ledger_lot_holding", ("account_id", "lot_id", "balance"), holdings,
+    await insert_rows(conn, "ledger_lot_holding", ("account_id", "lot_id", "balance"), holdings,
                       _ADD_TO_HOLDING)
 
     # Entries with the balance after each one: replayed from where each account started.
@@ -299,8 +270,8 @@ async def post(
                             running[account_id], p.memo[:256], now))
         transfer_lots.extend((transfer_id, lot_id, amount) for lot_id, amount in lots)
         posted.append(Posted(transfer_id, running[p.debit], running[p.credit], lots))
-    await _insert_all(conn, "ledger_entry", _ENTRY_COLUMNS, entries)
-    await _insert_all(conn, "ledger_transfer_lot", ("transfer_id", "lot_id", "amount"), transfer_lots)
+    await insert_rows(conn, "ledger_entry", _ENTRY_COLUMNS, entries)
+    await insert_rows(conn, "ledger_transfer_lot", ("transfer_id", "lot_id", "amount"), transfer_lots)
     return posted
 
 
