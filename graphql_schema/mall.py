@@ -35,7 +35,7 @@ from graphql_schema.pagination import (
 from graphql_schema.permissions import Center, CenterOrExchange, Resident, SignedIn, roles
 from graphql_schema.scalars import BigInt
 from mall import buyback as buyback_service
-from mall import catalog, merchants, redemptions
+from mall import catalog, merchants, redeeming, redemptions
 from mall import rights as right_service
 from mall.models import Merchant as MerchantRow
 from mall.models import Right as RightRow
@@ -429,7 +429,7 @@ class Mutation:
         principal = info.context.caller()
 
         async def run() -> RedemptionPayload:
-            done = await redemptions.redeem(
+            done = await redeeming.redeem(
                 principal, decode_id("Right", input.right_id, "rightId"), input.quantity,
                 input.idempotency_key,
             )

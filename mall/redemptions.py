@@ -1,17 +1,5 @@
-"""Redemptions: residents spend points on rights, cancel unused vouchers, merchants write them off.
-
-RedeemRight is the flash-sale path. In order:
-1. The stock gate (`mall.stock_gate`) takes the quantity in the store: a sold-out right is
-   refused there, so losers never reach the database.
-2. One transaction: the idempotency claim; the right and its merchant read and checked (on sale
-   now, stock, per-person limit, credit grade, points); the per-person tally raised with one
-   conditional upsert (row of this person and right only); the redemption and voucher written.
-   Then the hot rows, last, so their locks are held for the shortest time: the ledger posting
-   (locks the resident account, adds to the merchant pool in its final statement) and the
-   conditional stock UPDATE (`stock_remaining >= quantity`) just before the commit.
-3. After commit: the replay mark; the account-change notices and the credit refresh are queued
-   (app.coalesce: done in batches, without holding up the answer). Any refusal or failure gives
-   the gate its quantity back.
+"""Redemptions after they are made: residents cancel unused vouchers, unused ones expire, merchants
+write them off; the pages of redemptions. Making one (RedeemRight) is mall.redeeming.
 
 Every path that touches these rows takes them in one order: redemption row, tally row, the
 resident account, the merchant pool, the right. A refund (cancel, expiry) moves points the
@@ -21,7 +9,6 @@ paths ever wait on each other in opposite orders.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,40 +18,27 @@ from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
-from app.errors import InsufficientPoints, InvalidInput, InvalidState, NotEligible, NotFound
+from app.errors import InsufficientPoints, InvalidInput, InvalidState, NotFound
 from app.events import account_changed
-from app.idempotency import check_key, claim
+from app.idempotency import claim
 from app.ledger.accounts import holder_account_id
 from app.ledger.models import Asset, EntryKind
 from app.ledger.posting import Posting, lock_accounts, post
 from app.participants import resident_id
 from app.redis import get_store
-from app.sql import fetch
 from mall import stock_gate
-from mall.errors import OutOfStock, PerPersonLimit, RateLimited
+from mall.errors import RateLimited
 from mall.keys import store_key
 from mall.merchants import own_merchant
 from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
-from mall.rules import check_quantity, check_redeemable, new_voucher_code, parse_voucher
-from points.credit import current_grade, grade_at_least, note_voucher_cancellation, refresh_credit
+from mall.rules import parse_voucher
+from points.credit import note_voucher_cancellation, refresh_credit
 
 log = logging.getLogger(__name__)
 
 # Voucher lookups (write-offs) per merchant per minute; more answer RATE_LIMITED.
 LOOKUPS_PER_MINUTE = 120
 EXPIRY_BATCH = 200
-# Redemption transactions of one right in flight per process: they all wait on the same rows,
-# so more connections only lengthen the lock queue (STACK-NOTES: few connections per hot item).
-TRANSACTIONS_PER_RIGHT = 2
-_queues: dict[int, asyncio.Semaphore] = {}
-
-_TALLY_SQL = """
-INSERT INTO mall_redemption_tally (right_id, participant_id, quantity) VALUES ($1, $2, $3)
-ON CONFLICT (right_id, participant_id) DO UPDATE
-SET quantity = mall_redemption_tally.quantity + excluded.quantity
-WHERE mall_redemption_tally.quantity + excluded.quantity <= $4
-RETURNING quantity
-"""
 
 
 @dataclass(frozen=True)
@@ -76,139 +50,6 @@ class Redeemed:
     redemption: Redemption | None = None
     right: Right | None = None
     merchant: Merchant | None = None
-
-
-async def _raise_tally(
-    conn: BaseDBAsyncClient, right_id: int, participant_id: int, quantity: int, limit: int
-) -> None:
-    """Count `quantity` more of this right for this person, within the limit, atomically."""
-    rows = await fetch(_TALLY_SQL, [right_id, participant_id, quantity, limit], conn)
-    if not rows:
-        raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
-
-
-async def _notify(participant_id: int, pool_holder: int) -> None:
-    """After a redemption commits: queue both accounts' notices and the credit refresh (done in
-    batches by the after-commit queues, without holding up the answer)."""
-    await account_changed([participant_id, pool_holder])
-    await refresh_credit(participant_id)
-
-
-def _queue(right_id: int) -> asyncio.Semaphore:
-    """The per-process queue in front of one right's transactions (few connections per hot row)."""
-    queue = _queues.get(right_id)
-    if queue is None:
-        queue = _queues[right_id] = asyncio.Semaphore(TRANSACTIONS_PER_RIGHT)
-    return queue
-
-
-async def redeem(principal: Principal, right_id: int, quantity: int, idempotency_key: str) -> Redeemed:
-    """A resident redeems `quantity` of a right with points; a voucher is issued."""
-    principal.require("resident")
-    check_quantity(quantity)
-    key = check_key(idempotency_key)
-    gate = await stock_gate.take(right_id, quantity, principal.subject, key)
-    if gate is stock_gate.Gate.SOLD_OUT:
-        raise OutOfStock("This right is sold out.", "quantity")
-    pool_holder: int | None = None
-    try:
-        participant_id = await resident_id(principal)
-        async with _queue(right_id):
-            result, pool_holder = await _redeem_in_db(
-                principal.subject, participant_id, right_id, quantity, key
-            )
-    finally:
-        if gate is stock_gate.Gate.TOKEN and pool_holder is None:
-            await stock_gate.put_back(right_id, quantity)
-    if pool_holder is not None:
-        await stock_gate.mark_redeemed(principal.subject, key)
-        await _notify(participant_id, pool_holder)
-    return result
-
-
-_RIGHT_AND_MERCHANT = (
-    "SELECT "
-    + ", ".join(f"r.{c} AS r_{c}" for c in Right._meta.db_fields)
-    + ", "
-    + ", ".join(f"m.{c} AS m_{c}" for c in Merchant._meta.db_fields)
-    + " FROM mall_right r JOIN mall_merchant m ON m.id = r.merchant_id WHERE r.id = $1"
-)
-_REDEMPTION_COLUMNS = (
-    "right_id", "merchant_id", "participant_id", "quantity", "unit_price", "points_spent",
-    "voucher_code", "status", "expires_at", "created_at",
-)
-_INSERT_REDEMPTION = (
-    f"INSERT INTO mall_redemption ({', '.join(_REDEMPTION_COLUMNS)})"
-    f" VALUES ({', '.join(f'${n}' for n in range(1, len(_REDEMPTION_COLUMNS) + 1))})"
-    f" RETURNING {', '.join(Redemption._meta.db_fields)}"
-)
-_TAKE_STOCK = (
-    "UPDATE mall_right SET stock_remaining = stock_remaining - $1"
-    " WHERE id = $2 AND stock_remaining >= $1 RETURNING stock_remaining"
-)
-
-
-async def _right_and_merchant(conn: BaseDBAsyncClient, right_id: int) -> tuple[Right, Merchant]:
-    """A right and its merchant, read in one statement (rows built as the ORM builds them)."""
-    rows = await fetch(_RIGHT_AND_MERCHANT, [right_id], conn)
-    if not rows:
-        raise NotFound("No such right.", "rightId")
-    row = rows[0]
-    right = Right._init_from_db(**{c: row[f"r_{c}"] for c in Right._meta.db_fields})
-    merchant = Merchant._init_from_db(**{c: row[f"m_{c}"] for c in Merchant._meta.db_fields})
-    return right, merchant
-
-
-async def _redeem_in_db(
-    subject: str, participant_id: int, right_id: int, quantity: int, key: str
-) -> tuple[Redeemed, int | None]:
-    """The redemption transaction; the merchant's participant id when fresh, None on a replay."""
-    points_account = await holder_account_id(participant_id, Asset.POINTS)
-    now = datetime.now(UTC)
-    async with in_transaction() as conn:
-        claimed = await claim(
-            f"redeem:{subject}", key, {"rightId": right_id, "quantity": quantity}, conn
-        )
-        if claimed.replay:
-            return Redeemed(int(claimed.result["redemption_id"]), participant_id), None
-        right, merchant = await _right_and_merchant(conn, right_id)
-        check_redeemable(merchant.status, right.paused, right.valid_from, right.valid_until, now)
-        if right.stock_remaining < quantity:
-            raise OutOfStock(f"Only {right.stock_remaining} left.", "quantity")
-        if quantity > right.per_person_limit:
-            raise PerPersonLimit(f"At most {right.per_person_limit} of this right per person.", "quantity")
-        if right.min_credit_grade and not grade_at_least(
-            await current_grade(participant_id), right.min_credit_grade
-        ):
-            raise NotEligible(f"This right needs credit grade {right.min_credit_grade} or above.", "rightId")
-        cost = right.points_price * quantity
-        await _raise_tally(conn, right_id, participant_id, quantity, right.per_person_limit)
-        values = [right_id, merchant.id, participant_id, quantity, right.points_price, cost,
-                  new_voucher_code(), RedemptionStatus.ISSUED.value, right.valid_until, now]
-        [row] = await fetch(_INSERT_REDEMPTION, values, conn)
-        redemption = Redemption._init_from_db(**row)
-        await claimed.complete({"redemption_id": redemption.id}, conn)
-        # The hot rows come last: the ledger changes the resident's account, then the merchant
-        # pool in its final statement; then the right's stock, just before the commit.
-        pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
-        try:
-            await post(
-                conn,
-                [
-                    Posting(
-                        Asset.POINTS, points_account, pool, cost, EntryKind.REDEMPTION,
-                        f"redemption:{redemption.id}", f"{quantity} x {right.title}"[:256],
-                    )
-                ],
-                now=now,
-            )
-        except InsufficientPoints as exc:
-            raise InsufficientPoints(exc.message, "quantity") from None
-        taken = await fetch(_TAKE_STOCK, [quantity, right_id], conn)
-        if not taken:
-            raise OutOfStock("This right is sold out.", "quantity")
-        right.stock_remaining = int(taken[0]["stock_remaining"])
-    return Redeemed(redemption.id, participant_id, redemption, right, merchant), merchant.participant_id
 
 
 async def _give_back(

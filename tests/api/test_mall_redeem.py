@@ -13,8 +13,8 @@ from app.ledger.verify import verify
 from app.participants import find_resident
 from app.redis import get_store
 from graphql_schema.ids import decode_id
+from mall import redeeming, stock_gate
 from mall import redemptions as redemption_service
-from mall import stock_gate
 from mall.models import Redemption
 from mall.rules import parse_voucher
 from tests.helpers import data, error_codes, op, token, unique, user_error_codes
@@ -224,7 +224,7 @@ async def test_the_same_key_at_once_redeems_once(client):
 
 async def test_the_service_requires_the_resident_role(database):
     with pytest.raises(Forbidden):
-        await redemption_service.redeem(Principal("x", frozenset({"merchant"})), 1, 1, "k")
+        await redeeming.redeem(Principal("x", frozenset({"merchant"})), 1, 1, "k")
 
 
 async def test_refunds_and_redemptions_of_one_person_at_once_never_deadlock(client):
@@ -242,4 +242,38 @@ async def test_refunds_and_redemptions_of_one_person_at_once_never_deadlock(clie
     assert await points_of(merchant.participant_id) == (80, 0)
     assert await stock_of(client, first, merchant) == 20
     assert await stock_of(client, second, merchant) == 12
+    assert (await verify()).ok
+
+
+async def test_redemptions_committed_together_answer_each_as_alone(client, monkeypatch):
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=50, perPersonLimit=1)
+    rich = [await resident(points=100) for _ in range(6)]
+    poor = [await resident(points=5) for _ in range(2)]
+    repeat, limited = await resident(points=100), await resident(points=100)
+    key = unique("k")
+    first = await redeem(client, repeat, right_id, key=key)
+    assert (await redeem(client, limited, right_id))["userErrors"] == []
+    groups: list[int] = []
+    together = redeeming._together
+
+    async def counted(right: int, group: list) -> tuple:
+        groups.append(len(group))
+        return await together(right, group)
+
+    monkeypatch.setattr(redeeming, "_together", counted)
+    payloads = await asyncio.gather(
+        *(redeem(client, b, right_id) for b in rich + poor),
+        redeem(client, repeat, right_id, key=key),
+        redeem(client, limited, right_id),
+    )
+    assert max(groups) > 1  # the crowd was committed in groups
+    assert [p["userErrors"] == [] for p in payloads[:6]] == [True] * 6
+    assert [user_error_codes(p) for p in payloads[6:8]] == [["INSUFFICIENT_POINTS"]] * 2
+    assert payloads[8]["redemption"]["id"] == first["redemption"]["id"]
+    assert user_error_codes(payloads[9]) == ["PER_PERSON_LIMIT"]
+    assert await stock_of(client, right_id, merchant) == 42
+    assert await points_of(merchant.participant_id) == (80, 0)
+    assert [await points_of(b.participant_id) for b in poor] == [(5, 0)] * 2
+    assert await Redemption.filter(right_id=decode_id("Right", right_id)).count() == 8
     assert (await verify()).ok

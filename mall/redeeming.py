@@ -1,0 +1,324 @@
+"""RedeemRight, the flash-sale path: the stock gate, then redemptions of a right committed in groups.
+
+1. The stock gate (`mall.stock_gate`) takes the quantity in the store: a sold-out right is
+   refused there, so losers never reach the database.
+2. The requests that passed join their right's lane in this process. At most
+   TRANSACTIONS_PER_RIGHT transactions per right run at a time (they all wait on the same rows,
+   so more connections only lengthen the lock queue); each takes the requests waiting (up to
+   GROUP_SIZE, one per person) and commits them together. The right's hot rows, the merchant
+   pool and the stock, are then locked once per group instead of once per redemption: that
+   lock is what limits a flash sale.
+3. In a group every redemption is still its own: its idempotency key, its tally row, its
+   resident account, its voucher, its ledger transfer. A key used before is left out of the
+   group and done alone (to replay or refuse it). If anything else in the group would be
+   refused, the group is rolled back and each redemption is done alone, so every answer is
+   exactly the one it would get alone.
+4. A transaction: the idempotency claims (with the voucher codes, drawn in advance); the right
+   and its merchant read and checked (on sale now, stock, per-person limit, credit grade); the
+   per-person tallies raised with one conditional upsert; the redemptions written. Then the hot
+   rows, last, so their locks are held for the shortest time: the ledger posting (locks the
+   residents' accounts, adds to the merchant pool in its final statement) and the conditional
+   stock UPDATE (`stock_remaining >= quantity`) just before the commit.
+5. After commit: the replay mark in the store, then the answer; the account-change notices and
+   the credit refresh are queued (app.coalesce). A refusal or failure gives the gate its
+   quantity back. This is done by the lane, so it holds even when the client has gone.
+
+Every path that touches these rows takes them in one order: redemption row, tally row, the
+resident account, the merchant pool, the right (see mall.redemptions for refunds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from app.auth import Principal
+from app.errors import DomainError, InsufficientPoints, NotEligible, NotFound
+from app.events import account_changed
+from app.idempotency import check_key, claim, claim_new
+from app.ledger.accounts import holder_account_id
+from app.ledger.models import Asset, EntryKind
+from app.ledger.posting import Posting, post
+from app.participants import resident_id
+from app.sql import fetch, insert_rows
+from mall import stock_gate
+from mall.errors import OutOfStock, PerPersonLimit
+from mall.models import Merchant, Redemption, RedemptionStatus, Right
+from mall.redemptions import Redeemed
+from mall.rules import check_quantity, check_redeemable, new_voucher_code
+from points.credit import current_grade, grade_at_least, refresh_credit
+
+log = logging.getLogger(__name__)
+
+TRANSACTIONS_PER_RIGHT = 2
+GROUP_SIZE = 64
+
+_RIGHT_AND_MERCHANT = (
+    "SELECT "
+    + ", ".join(f"r.{c} AS r_{c}" for c in Right._meta.db_fields)
+    + ", "
+    + ", ".join(f"m.{c} AS m_{c}" for c in Merchant._meta.db_fields)
+    + " FROM mall_right r JOIN mall_merchant m ON m.id = r.merchant_id WHERE r.id = $1"
+)
+_REDEMPTION_COLUMNS = (
+    "right_id", "merchant_id", "participant_id", "quantity", "unit_price", "points_spent",
+    "voucher_code", "status", "expires_at", "created_at",
+)
+_RETURNING_REDEMPTION = f" RETURNING {', '.join(Redemption._meta.db_fields)}"
+_TALLY_COLUMNS = ("right_id", "participant_id", "quantity")
+_RAISE_TALLY = (
+    " ON CONFLICT (right_id, participant_id) DO UPDATE"
+    " SET quantity = mall_redemption_tally.quantity + excluded.quantity"
+    " WHERE mall_redemption_tally.quantity + excluded.quantity <= {limit}"
+    " RETURNING participant_id"
+)
+_TAKE_STOCK = (
+    "UPDATE mall_right SET stock_remaining = stock_remaining - $1"
+    " WHERE id = $2 AND stock_remaining >= $1 RETURNING stock_remaining"
+)
+
+
+@dataclass
+class _Ask:
+    """One resident's request waiting in a lane, and where its answer goes."""
+
+    subject: str
+    participant_id: int
+    quantity: int
+    key: str
+    gate: stock_gate.Gate
+    answer: asyncio.Future[Redeemed] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def scope(self) -> str:
+        """The idempotency scope of the resident's redemptions."""
+        return f"redeem:{self.subject}"
+
+
+@dataclass
+class _Lane:
+    """The requests for one right waiting in this process, and its transactions running."""
+
+    waiting: list[_Ask] = field(default_factory=list)
+    running: int = 0
+
+    def next_group(self) -> list[_Ask]:
+        """Up to GROUP_SIZE waiting requests, oldest first, at most one per person."""
+        group: list[_Ask] = []
+        people: set[int] = set()
+        rest: list[_Ask] = []
+        for ask in self.waiting:
+            if len(group) < GROUP_SIZE and ask.participant_id not in people:
+                group.append(ask)
+                people.add(ask.participant_id)
+            else:
+                rest.append(ask)
+        self.waiting = rest
+        return group
+
+
+_lanes: dict[int, _Lane] = {}
+_running: set[asyncio.Task[None]] = set()
+
+
+async def redeem(principal: Principal, right_id: int, quantity: int, idempotency_key: str) -> Redeemed:
+    """A resident redeems `quantity` of a right with points; a voucher is issued."""
+    principal.require("resident")
+    check_quantity(quantity)
+    key = check_key(idempotency_key)
+    gate = await stock_gate.take(right_id, quantity, principal.subject, key)
+    if gate is stock_gate.Gate.SOLD_OUT:
+        raise OutOfStock("This right is sold out.", "quantity")
+    try:
+        participant_id = await resident_id(principal)
+    except BaseException:
+        if gate is stock_gate.Gate.TOKEN:
+            await stock_gate.put_back(right_id, quantity)
+        raise
+    ask = _Ask(principal.subject, participant_id, quantity, key, gate)
+    lane = _lanes.setdefault(right_id, _Lane())
+    lane.waiting.append(ask)
+    if lane.running < TRANSACTIONS_PER_RIGHT:
+        lane.running += 1
+        task = asyncio.get_running_loop().create_task(_drain(right_id, lane))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+    # The lane answers even when this request is cancelled (the client went away).
+    return await asyncio.shield(ask.answer)
+
+
+async def _drain(right_id: int, lane: _Lane) -> None:
+    """Run groups of the lane's waiting requests until none is left."""
+    group: list[_Ask] = []
+    try:
+        while lane.waiting:
+            group = lane.next_group()
+            await _settle(right_id, group)
+    finally:
+        lane.running -= 1
+        stranded = group + (lane.waiting if not lane.running else [])
+        for ask in stranded:  # only when this task itself was cancelled (shutdown)
+            if not ask.answer.done():
+                ask.answer.cancel()
+        if not lane.running and _lanes.get(right_id) is lane:
+            del _lanes[right_id]
+
+
+Outcome = tuple[Redeemed, int | None] | Exception
+
+
+async def _settle(right_id: int, group: list[_Ask]) -> None:
+    """Redeem a group together where it can be, the others alone; answer each request."""
+    outcomes: dict[int, Outcome] = {}
+    alone = group
+    if len(group) > 1:
+        try:
+            done, alone = await _together(right_id, group)
+            outcomes.update({id(ask): (redeemed, pool) for ask, redeemed, pool in done})
+        except DomainError:
+            pass  # some redemption would be refused: each is done alone, for its own answer
+        except Exception:  # noqa: BLE001 - each done alone fails (or not) on its own
+            log.warning("a group of %d redemptions of right %s failed; each is retried alone",
+                        len(group), right_id, exc_info=True)
+    for ask in alone:
+        try:
+            outcomes[id(ask)] = await _alone(right_id, ask)
+        except Exception as exc:  # noqa: BLE001 - the request gets it, as it would without the lane
+            outcomes[id(ask)] = exc
+    await asyncio.gather(*(_tell_gate(right_id, ask, outcomes[id(ask)]) for ask in group))
+    for ask in group:
+        outcome = outcomes[id(ask)]
+        if ask.answer.done():
+            continue
+        if isinstance(outcome, Exception):
+            ask.answer.set_exception(outcome)
+        else:
+            ask.answer.set_result(outcome[0])
+    for ask in group:
+        outcome = outcomes[id(ask)]
+        if not isinstance(outcome, Exception) and outcome[1] is not None:
+            await account_changed([ask.participant_id, outcome[1]])
+            await refresh_credit(ask.participant_id)
+
+
+async def _tell_gate(right_id: int, ask: _Ask, outcome: Outcome) -> None:
+    """Mark a fresh redemption for replay; give a refused or replayed request's token back."""
+    if not isinstance(outcome, Exception) and outcome[1] is not None:
+        await stock_gate.mark_redeemed(ask.subject, ask.key)
+    elif ask.gate is stock_gate.Gate.TOKEN:
+        await stock_gate.put_back(right_id, ask.quantity)
+
+
+async def _right_and_merchant(conn: BaseDBAsyncClient, right_id: int) -> tuple[Right, Merchant]:
+    """A right and its merchant, read in one statement (rows built as the ORM builds them)."""
+    rows = await fetch(_RIGHT_AND_MERCHANT, [right_id], conn)
+    if not rows:
+        raise NotFound("No such right.", "rightId")
+    row = rows[0]
+    right = Right._init_from_db(**{c: row[f"r_{c}"] for c in Right._meta.db_fields})
+    merchant = Merchant._init_from_db(**{c: row[f"m_{c}"] for c in Merchant._meta.db_fields})
+    return right, merchant
+
+
+async def _check(right: Right, merchant: Merchant, asks: list[_Ask], now: datetime) -> None:
+    """Raise the refusal due to any of `asks` (all of the same right) before anything is written."""
+    check_redeemable(merchant.status, right.paused, right.valid_from, right.valid_until, now)
+    wanted = sum(ask.quantity for ask in asks)
+    if right.stock_remaining < wanted:
+        raise OutOfStock(f"Only {right.stock_remaining} left.", "quantity")
+    if any(ask.quantity > right.per_person_limit for ask in asks):
+        raise PerPersonLimit(f"At most {right.per_person_limit} of this right per person.", "quantity")
+    if right.min_credit_grade:
+        for ask in asks:
+            if not grade_at_least(await current_grade(ask.participant_id), right.min_credit_grade):
+                raise NotEligible(f"This right needs credit grade {right.min_credit_grade} or above.",
+                                  "rightId")
+
+
+async def _write(
+    conn: BaseDBAsyncClient, right: Right, merchant: Merchant, asks: list[_Ask], codes: list[str],
+    now: datetime,
+) -> list[Redemption]:
+    """Tallies, redemptions, the points and the stock of checked `asks`; the redemptions in order."""
+    limit = int(right.per_person_limit)
+    tallies = await insert_rows(conn, "mall_redemption_tally", _TALLY_COLUMNS,
+                                [(right.id, ask.participant_id, ask.quantity) for ask in asks],
+                                _RAISE_TALLY.format(limit=limit))
+    if len(tallies) != len(asks):
+        raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
+    rows = [(right.id, merchant.id, ask.participant_id, ask.quantity, right.points_price,
+             right.points_price * ask.quantity, code, RedemptionStatus.ISSUED.value, right.valid_until, now)
+            for ask, code in zip(asks, codes, strict=True)]
+    written = await insert_rows(conn, "mall_redemption", _REDEMPTION_COLUMNS, rows, _RETURNING_REDEMPTION)
+    by_code = {row["voucher_code"]: Redemption._init_from_db(**row) for row in written}
+    redemptions = [by_code[code] for code in codes]
+    # The hot rows come last: the ledger changes the residents' accounts, then the merchant
+    # pool in its final statement; then the right's stock, just before the commit.
+    pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
+    postings = [
+        Posting(Asset.POINTS, await holder_account_id(ask.participant_id, Asset.POINTS), pool,
+                r.points_spent, EntryKind.REDEMPTION, f"redemption:{r.id}",
+                f"{ask.quantity} x {right.title}"[:256])
+        for ask, r in zip(asks, redemptions, strict=True)
+    ]
+    try:
+        await post(conn, postings, now=now)
+    except InsufficientPoints as exc:
+        raise InsufficientPoints(exc.message, "quantity") from None
+    taken = await fetch(_TAKE_STOCK, [sum(ask.quantity for ask in asks), right.id], conn)
+    if not taken:
+        raise OutOfStock("This right is sold out.", "quantity")
+    right.stock_remaining = int(taken[0]["stock_remaining"])
+    return redemptions
+
+
+async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, Redeemed, int]], list[_Ask]]:
+    """One transaction redeeming every request of `group` whose key is new; what it redeemed
+    and the requests left to do alone (keys used before). Raises the first refusal of any."""
+    for ask in group:
+        await holder_account_id(ask.participant_id, Asset.POINTS)
+    codes = {id(ask): new_voucher_code() for ask in group}
+    now = datetime.now(UTC)
+    async with in_transaction() as conn:
+        fresh = await claim_new(
+            [(ask.scope, ask.key, {"rightId": right_id, "quantity": ask.quantity},
+              {"voucher_code": codes[id(ask)]}) for ask in group],
+            conn,
+        )
+        asks = [ask for ask in group if (ask.scope, ask.key) in fresh]
+        if asks:
+            right, merchant = await _right_and_merchant(conn, right_id)
+            await _check(right, merchant, asks, now)
+            redemptions = await _write(conn, right, merchant, asks, [codes[id(a)] for a in asks], now)
+    alone = [ask for ask in group if (ask.scope, ask.key) not in fresh]
+    if not asks:
+        return [], alone
+    done = [(ask, Redeemed(r.id, ask.participant_id, r, right, merchant), merchant.participant_id)
+            for ask, r in zip(asks, redemptions, strict=True)]
+    return done, alone
+
+
+async def _alone(right_id: int, ask: _Ask) -> tuple[Redeemed, int | None]:
+    """One redemption in its own transaction; the merchant's participant id when fresh, None on
+    a replay."""
+    await holder_account_id(ask.participant_id, Asset.POINTS)
+    code = new_voucher_code()
+    now = datetime.now(UTC)
+    async with in_transaction() as conn:
+        claimed = await claim(ask.scope, ask.key, {"rightId": right_id, "quantity": ask.quantity}, conn,
+                              result={"voucher_code": code})
+        if not claimed.replay:
+            right, merchant = await _right_and_merchant(conn, right_id)
+            await _check(right, merchant, [ask], now)
+            [redemption] = await _write(conn, right, merchant, [ask], [code], now)
+            return Redeemed(redemption.id, ask.participant_id, redemption, right, merchant), \
+                merchant.participant_id
+    first = await Redemption.get(voucher_code=claimed.result["voucher_code"])
+    return Redeemed(first.id, ask.participant_id), None
