@@ -110,17 +110,19 @@ class _Lane:
     running: int = 0
 
     def next_group(self) -> list[_Ask]:
-        """Up to GROUP_SIZE waiting requests, oldest first, at most one per person."""
+        """Up to GROUP_SIZE waiting requests, oldest first, at most one per person; a power of
+        two of them, so a group's statements come in a few shapes the connections keep prepared."""
         group: list[_Ask] = []
         people: set[int] = set()
-        rest: list[_Ask] = []
         for ask in self.waiting:
-            if len(group) < GROUP_SIZE and ask.participant_id not in people:
+            if len(group) == GROUP_SIZE:
+                break
+            if ask.participant_id not in people:
                 group.append(ask)
                 people.add(ask.participant_id)
-            else:
-                rest.append(ask)
-        self.waiting = rest
+        del group[1 << (len(group).bit_length() - 1):]
+        taken = {id(ask) for ask in group}
+        self.waiting = [ask for ask in self.waiting if id(ask) not in taken]
         return group
 
 
