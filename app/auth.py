@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -177,7 +178,8 @@ def decode_token(token: str, settings: Settings | None = None) -> Principal:
         raise Unauthenticated("The token is invalid or expired.") from None
     principal = _claims_to_principal(claims)
     if isinstance(claims.get("exp"), int | float):
-        _verified.put(cache_key, principal, float(claims["exp"]))
+        # An exp beyond a double (JSON allows any number of digits) is remembered as the largest.
+        _verified.put(cache_key, principal, float(min(claims["exp"], sys.float_info.max)))
     return principal
 
 
