@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import binascii
+import hmac
+import json
 import sys
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import jwt
+import orjson
 from jwt.algorithms import HMACAlgorithm
 
 from app.errors import Forbidden, Unauthenticated
@@ -32,6 +37,13 @@ ORG_ROLES = frozenset({"merchant", "scenario_operator", "project_developer"})
 STAFF_ROLES = frozenset({"center", "exchange", "regulator"})
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
 TOKEN_CACHE_SIZE = 50_000
+HEADER_CACHE_SIZE = 64
+_HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+_BASE64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_BASE64URL_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+# The low bits of a segment's last character that encode no byte, by length modulo 4; PyJWT
+# refuses a segment where they are set (it would not encode back to itself).
+_STRAY_BITS = {2: 0x0F, 3: 0x03}
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,11 @@ class Principal:
 
 
 class _VettedSecretHMAC(HMACAlgorithm):
-    """HMAC whose secret is vetted (not empty, not an asymmetric key) once per secret.
+    """HMAC whose secret is vetted (not empty, not an asymmetric key, not a JWK) once per secret.
 
-    PyJWT vets the key on every verification, which is most of an HS256 check's cost; the
-    secret comes from the settings, so the same vetting is done once and remembered."""
+    PyJWT vets the key on every signing, which is about half of issuing a token; the secret comes
+    from the settings, so the same vetting is done once and remembered. The HMAC verifier below
+    takes its key from here too."""
 
     def __init__(self, hash_alg: object) -> None:
         super().__init__(hash_alg)
@@ -154,6 +167,117 @@ def _claims_to_principal(claims: dict) -> Principal:
     )
 
 
+def _base64url_segment(segment: bytes) -> bytes:
+    """A token segment's bytes under PyJWT's rules: url-safe alphabet, at most two '=' and only
+    up to a multiple of four, no stray bits in the last character; DecodeError otherwise."""
+    stripped = segment.rstrip(b"=")
+    padding = len(segment) - len(stripped)
+    tail = len(stripped) % 4
+    if (padding > 2 or (padding and len(segment) % 4) or tail == 1
+            or stripped.translate(None, _BASE64URL_ALPHABET)
+            or (tail and _BASE64URL_ALPHABET.index(stripped[-1]) & _STRAY_BITS[tail])):
+        raise jwt.DecodeError("Invalid segment padding")
+    return binascii.a2b_base64(stripped.translate(_BASE64URL_TO_STANDARD) + b"=" * (-tail % 4))
+
+
+_header_algs: dict[bytes, str | None] = {}
+
+
+def _header_alg(segment: bytes) -> str | None:
+    """The algorithm a header segment names, or None when PyJWT would refuse the header.
+
+    Tokens of one issuer share their header, so the answer is remembered per segment (bounded)."""
+    try:
+        return _header_algs[segment]
+    except KeyError:
+        pass
+    alg: str | None = None
+    try:
+        header = json.loads(_base64url_segment(segment))
+    except (jwt.DecodeError, ValueError, RecursionError):
+        header = None
+    # b64=false needs a detached payload, which is never given; crit may only name b64.
+    if (isinstance(header, dict) and header.get("b64", True) is not False
+            and ("kid" not in header or isinstance(header["kid"], str))
+            and ("crit" not in header or (isinstance(header["crit"], list) and header["crit"]
+                                          and all(ext == "b64" for ext in header["crit"])
+                                          and "b64" in header))
+            and isinstance(header.get("alg"), str) and header["alg"]):
+        alg = header["alg"]
+    if len(_header_algs) >= HEADER_CACHE_SIZE:
+        _header_algs.clear()
+    _header_algs[segment] = alg
+    return alg
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The JSON object in `raw`, as the standard library reads it; DecodeError otherwise.
+
+    orjson reads the common case; what it refuses (a BOM, UTF-16, NaN, lone surrogates, numbers
+    beyond a double, deep nesting) is left to the standard library, which PyJWT uses."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise jwt.DecodeError("Invalid payload string") from None
+    if not isinstance(value, dict):
+        raise jwt.DecodeError("Invalid payload string: must be a json object")
+    return value
+
+
+def _whole_seconds(claims: dict[str, Any], name: str) -> int:
+    """A time claim as PyJWT reads it (int() of the value); DecodeError when it is not one."""
+    try:
+        return int(claims[name])
+    except (ValueError, TypeError, OverflowError):
+        raise jwt.DecodeError(f"The {name} claim must be an integer.") from None
+
+
+def _hmac_claims(token: str | bytes, settings: Settings) -> dict[str, Any]:
+    """The claims of an HMAC-signed token, accepted and refused as jwt.decode does with this
+    module's arguments (pinned algorithms, required claims, issuer, audience, no leeway), at a
+    fraction of its cost; raise a PyJWTError when refused."""
+    if isinstance(token, str):
+        if not token.isascii():
+            raise jwt.DecodeError("Invalid token characters")
+        token = token.encode()
+    elif not isinstance(token, bytes):
+        raise jwt.DecodeError("Invalid token type")
+    segments = token.split(b".")
+    if len(segments) != 3:
+        raise jwt.DecodeError("A token has three segments")
+    header_segment, payload_segment, signature_segment = segments
+    alg = _header_alg(header_segment)
+    if alg is None or alg not in settings.jwt_algorithms or alg not in _HMAC_DIGESTS:
+        raise jwt.InvalidAlgorithmError("The specified alg value is not allowed")
+    key = jwt.get_algorithm_by_name(alg).prepare_key(settings.jwt_secret)
+    signing_input = token[: len(header_segment) + 1 + len(payload_segment)]
+    expected = hmac.digest(key, signing_input, _HMAC_DIGESTS[alg])
+    if not hmac.compare_digest(_base64url_segment(signature_segment), expected):
+        raise jwt.InvalidSignatureError("Signature verification failed")
+    claims = _json_object(_base64url_segment(payload_segment))
+    for name in REQUIRED_CLAIMS:
+        if claims.get(name) is None:
+            raise jwt.MissingRequiredClaimError(name)
+    now = time.time()
+    if _whole_seconds(claims, "iat") > now or ("nbf" in claims and _whole_seconds(claims, "nbf") > now):
+        raise jwt.ImmatureSignatureError("The token is not yet valid")
+    if _whole_seconds(claims, "exp") <= now:
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    if not isinstance(claims["iss"], str) or claims["iss"] != settings.jwt_issuer:
+        raise jwt.InvalidIssuerError("Invalid issuer")
+    audiences = [claims["aud"]] if isinstance(claims["aud"], str) else claims["aud"]
+    if (not audiences or not isinstance(audiences, list)
+            or not all(isinstance(aud, str) for aud in audiences)
+            or settings.jwt_audience not in audiences):
+        raise jwt.InvalidAudienceError("Invalid audience")
+    if not isinstance(claims["sub"], str) or not isinstance(claims.get("jti", ""), str):
+        raise jwt.InvalidTokenError("The sub and jti claims must be strings")
+    return claims
+
+
 def decode_token(token: str, settings: Settings | None = None) -> Principal:
     """Verify a token's signature, algorithm, issuer, audience and expiry; raise Unauthenticated.
 
@@ -165,15 +289,17 @@ def decode_token(token: str, settings: Settings | None = None) -> Principal:
     if cached is not None:
         return cached
     try:
-        key = _key_for(token, settings)
-        claims = jwt.decode(
-            token,
-            key=key,
-            algorithms=settings.jwt_algorithms,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": REQUIRED_CLAIMS},
-        )
+        if settings.jwt_secret and not (settings.jwt_public_key or settings.jwt_jwks_url):
+            claims = _hmac_claims(token, settings)
+        else:
+            claims = jwt.decode(
+                token,
+                key=_key_for(token, settings),
+                algorithms=settings.jwt_algorithms,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                options={"require": REQUIRED_CLAIMS},
+            )
     except jwt.PyJWTError:
         raise Unauthenticated("The token is invalid or expired.") from None
     principal = _claims_to_principal(claims)
