@@ -13,9 +13,11 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from app.fanout import Listener, MemoryFanout, RedisFanout
 from app.settings import Settings, get_settings
@@ -171,6 +173,91 @@ class MemoryStore:
 
 
 MAX_CONNECTIONS = 1024
+SCRIPT_BATCH = 256  # script calls per pipeline at most; more wait for the next one
+
+
+class _ScriptCall(NamedTuple):
+    script: AsyncScript
+    keys: list[str]
+    args: list[str | int]
+    answer: asyncio.Future[Any]
+
+
+class _ScriptBatcher:
+    """Script calls made close together, sent in one round trip (a non-transactional pipeline).
+
+    The first call starts a sender task. Calls made before it runs (the same event-loop turn) go
+    out together, each its own EVALSHA; calls made while that pipeline is in flight go out
+    together in the next one, at most SCRIPT_BATCH to a pipeline. Each caller gets its own answer
+    or script error; when the round trip fails (connection, timeout) every caller in it raises
+    that error, as a single call would. A caller cancelled before its batch is sent is left out.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._queue: list[_ScriptCall] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def run(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """The script's answer for `keys` and `args`, sent in a pipeline with the calls around it."""
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_ScriptCall(script, keys, args, answer))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_queued())
+        return await answer
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._queue:
+                batch = self._queue[:SCRIPT_BATCH]
+                del self._queue[:SCRIPT_BATCH]
+                await self._send([call for call in batch if not call.answer.done()])
+        finally:
+            self._sender = None
+            for call in self._queue:  # only when the sender itself was cancelled
+                call.answer.cancel()
+            self._queue.clear()
+
+    async def _send(self, calls: list[_ScriptCall]) -> None:
+        try:
+            answers = await self._answers(calls)
+        except Exception as error:  # noqa: BLE001 - the round trip failed: it is every caller's error
+            answers = [error] * len(calls)
+        except BaseException:
+            for call in calls:
+                call.answer.cancel()
+            raise
+        for call, answer in zip(calls, answers, strict=True):
+            if call.answer.done():
+                continue
+            if isinstance(answer, Exception):
+                call.answer.set_exception(answer)
+            else:
+                call.answer.set_result(answer)
+
+    async def _answers(self, calls: list[_ScriptCall]) -> list[Any]:
+        """One answer per call, run in call order; a script the server lost (NOSCRIPT) is loaded
+        and its calls re-sent, so they run after the batch's other calls."""
+        if len(calls) == 1:  # alone: a plain call costs less than a pipeline of one
+            call = calls[0]
+            return [await call.script(call.keys, call.args)]
+        answers = await self._pipeline(calls)
+        lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if lost:
+            for script in {calls[i].script for i in lost}:
+                script.sha = await self._client.script_load(script.script)
+            lost = [i for i in lost if not calls[i].answer.done()]
+            for i, answer in zip(lost, await self._pipeline([calls[i] for i in lost]), strict=True):
+                answers[i] = answer
+        return answers
+
+    async def _pipeline(self, calls: list[_ScriptCall]) -> list[Any]:
+        if not calls:
+            return []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            return await pipe.execute(raise_on_error=False)
 
 
 class RedisStore:
@@ -187,6 +274,7 @@ class RedisStore:
         self._url = url
         self._take = self.client.register_script(TAKE_SCRIPT)
         self._incr_if_exists = self.client.register_script(INCR_IF_EXISTS_SCRIPT)
+        self._scripts = _ScriptBatcher(self.client)
         self._fanout = RedisFanout(self.client)
 
     async def get(self, key: str) -> bytes | None:
@@ -227,11 +315,11 @@ class RedisStore:
 
     async def take(self, key: str, amount: int, bypass_key: str) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""
-        return int(await self._take(keys=[key, bypass_key], args=[amount]))
+        return int(await self._scripts.run(self._take, [key, bypass_key], [amount]))
 
     async def incr_if_exists(self, key: str, amount: int) -> int | None:
         """Add `amount` to the counter at `key` if it exists; its new value, or None."""
-        result = await self._incr_if_exists(keys=[key], args=[amount])
+        result = await self._scripts.run(self._incr_if_exists, [key], [amount])
         return None if result is None else int(result)
 
     async def publish(self, channel: str, message: str) -> None:
