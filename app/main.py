@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.db import close_db, init_db
 from app.events import drain_after_commit
@@ -33,6 +34,25 @@ def _healthz(settings: Settings) -> Callable[[Request], Awaitable[JSONResponse]]
                             headers={"cache-control": "no-store"})
 
     return healthz
+
+
+class Service(Starlette):
+    """The service: Starlette's routes and middleware, except that a POST to /graphql (what every
+    app sends) goes straight to the GraphQL view when no middleware wraps the routes; the view
+    answers every failure itself, so the error and routing layers would only pass it through."""
+
+    def __init__(self, graphql: ASGIApp, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._graphql = None if self.user_middleware else graphql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection or lifespan."""
+        if (self._graphql is not None and scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == scope.get("root_path", "") + "/graphql"):
+            scope["app"] = self
+            await self._graphql(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, manage_db: bool = True) -> Starlette:
@@ -76,4 +96,4 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
                    allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"],
                    max_age=600)
     ] if settings.cors_origins else []
-    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+    return Service(graphql, routes=routes, lifespan=lifespan, middleware=middleware)
