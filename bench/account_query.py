@@ -294,7 +294,11 @@ async def measure(args: argparse.Namespace, targets: list[Target], env: dict[str
             for target in targets:
                 log.info("round %d/%d: %s, %d connections for %d s", number + 1, args.rounds,
                          target.label, args.connections, seconds)
-                target.rounds.append(await asyncio.to_thread(load, target, seconds))
+                figures = await asyncio.to_thread(load, target, seconds)
+                target.rounds.append(figures)
+                log.info("round %d/%d: %s: %.0f req/s, p50 %.1f ms, p99 %.1f ms", number + 1, args.rounds,
+                         target.label, figures["ok"] / (figures["duration_us"] / 1e6),
+                         figures["p50_us"] / 1000, figures["p99_us"] / 1000)
     return answers
 
 

@@ -15,10 +15,10 @@ import orjson
 import pytest
 from starlette.types import ASGIApp, Message
 
-import graphql_schema.pipeline
 import graphql_schema.view
 from app.main import create_app
 from app.settings import get_settings
+from graphql_schema.schema import schema
 from tests.helpers import contract_operations, token
 
 ME = "query Me { me { id account { points } } }"
@@ -171,10 +171,12 @@ async def test_the_table_covers_each_kind_of_answer(app):
 async def test_a_crash_before_execution_is_500_on_both_paths(app, monkeypatch):
     """An unexpected failure outside any resolver: a masked, coded error and status 500."""
 
-    def broken(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("execution engine down")
+    class Broken:
+        @classmethod
+        def build(cls, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("execution engine down")
 
-    monkeypatch.setattr(graphql_schema.pipeline, "execute", broken)
+    monkeypatch.setattr(schema, "execution_context_class", Broken)
     served, reference = await _both(app, _post({"query": ME}))
     assert served == reference
     status, _, body = served
