@@ -289,12 +289,16 @@ async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, 
     codes = {id(ask): new_voucher_code() for ask in group}
     now = datetime.now(UTC)
     async with in_transaction() as conn:
+        # Rows are taken in key order and then in person order, the same in every group, so
+        # two groups (of two processes) that share a person wait for each other, never deadlock.
         fresh = await claim_new(
-            [(ask.scope, ask.key, {"rightId": right_id, "quantity": ask.quantity},
-              {"voucher_code": codes[id(ask)]}) for ask in group],
+            sorted(((ask.scope, ask.key, {"rightId": right_id, "quantity": ask.quantity},
+                    {"voucher_code": codes[id(ask)]}) for ask in group),
+                   key=lambda claim: (claim[0], claim[1])),
             conn,
         )
-        asks = [ask for ask in group if (ask.scope, ask.key) in fresh]
+        asks = sorted((ask for ask in group if (ask.scope, ask.key) in fresh),
+                      key=lambda ask: ask.participant_id)
         if asks:
             right, merchant = await _right_and_merchant(conn, right_id)
             await _check(right, merchant, asks, now)
