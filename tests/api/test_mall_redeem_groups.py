@@ -1,0 +1,318 @@
+"""Grouped redemptions (mall.redeeming lanes): each request answered as alone, under crowds,
+cancellations, a store that is down, clients that go away and keys from before the groups."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from app.ledger.verify import verify
+from app.redis import get_store
+from graphql_schema.ids import decode_id
+from mall import redeeming, stock_gate
+from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
+from tests.helpers import unique, user_error_codes
+from tests.mall_support import (
+    approved_merchant,
+    cancel,
+    listed_right,
+    points_of,
+    redeem,
+    resident,
+    stock_of,
+)
+
+
+def _outcome(payload: dict) -> str:
+    """OK, or the code of the payload's one userError."""
+    return user_error_codes(payload)[0] if payload["userErrors"] else "OK"
+
+
+class _StoreDown:
+    """A store whose every call fails, as Redis does when it cannot be reached."""
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def down(*args: object, **kwargs: object) -> Any:
+            raise ConnectionError(f"store down ({name})")
+
+        return down
+
+
+def _store_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stock gate finds the store unreachable: the database decides alone."""
+    monkeypatch.setattr(stock_gate, "get_store", _StoreDown)
+
+
+def _count_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the groups committed together from now on."""
+    sizes: list[int] = []
+    together = redeeming._together
+
+    async def counted(right_id: int, group: list) -> tuple:
+        sizes.append(len(group))
+        return await together(right_id, group)
+
+    monkeypatch.setattr(redeeming, "_together", counted)
+    return sizes
+
+
+async def _gate(right_id: str) -> int | None:
+    """The stock gate's counter of a right, None when it is not set."""
+    value = await get_store().get(stock_gate.gate_key(decode_id("Right", right_id)))
+    return None if value is None else int(value)
+
+
+async def _issued(right_id: str) -> Counter[int]:
+    """Issued or used items of a right per person."""
+    rows = await Redemption.filter(
+        right_id=decode_id("Right", right_id),
+        status__in=[RedemptionStatus.ISSUED.value, RedemptionStatus.USED.value],
+    ).values_list("participant_id", "quantity")
+    held: Counter[int] = Counter()
+    for participant_id, quantity in rows:
+        held[participant_id] += quantity
+    return held
+
+
+async def _tallies(right_id: str) -> Counter[int]:
+    """The per-person tally rows of a right (zeros left out)."""
+    rows = await RedemptionTally.filter(right_id=decode_id("Right", right_id)).values_list(
+        "participant_id", "quantity"
+    )
+    return Counter({participant_id: quantity for participant_id, quantity in rows if quantity})
+
+
+async def test_a_replay_answers_exactly_as_the_first_request(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests committed in groups and their retries (in groups too) get the same redemption
+    fields; the account shows the balance after the one redemption."""
+    sizes = _count_groups(monkeypatch)
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="30", stock=40, perPersonLimit=2)
+    buyers = [await resident(points=100) for _ in range(8)]
+    keys = [unique("k") for _ in buyers]
+    pairs = list(zip(buyers, keys, strict=True))
+    firsts = await asyncio.gather(*(redeem(client, b, right_id, 2, k) for b, k in pairs))
+    retries = await asyncio.gather(*(redeem(client, b, right_id, 2, k) for b, k in pairs))
+    assert max(sizes) > 1
+    assert [_outcome(p) for p in firsts + retries] == ["OK"] * 16
+    for first, retry in zip(firsts, retries, strict=True):
+        assert retry["redemption"] == first["redemption"]
+        assert first["account"] == retry["account"] == {"points": "40"}
+        assert first["redemption"]["quantity"] == 2 and first["redemption"]["pointsSpent"] == "60"
+    assert len({p["redemption"]["voucherCode"] for p in firsts}) == 8
+    assert await stock_of(client, right_id, merchant) == 24
+    assert await _gate(right_id) == 24
+
+
+@pytest.mark.parametrize("gate", ["up", "down"])
+async def test_every_refusal_in_a_crowd_is_the_one_given_alone(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, gate: str
+) -> None:
+    """Crowds on rights that refuse some or all of them: each request gets the answer it gets
+    alone, with the stock gate working or the store down."""
+    if gate == "down":
+        _store_down(monkeypatch)
+    sizes = _count_groups(monkeypatch)
+    merchant = await approved_merchant(client)
+    suspended = await approved_merchant(client)
+    scarce = await listed_right(client, merchant, pointsPrice="10", stock=3)
+    limited = await listed_right(client, merchant, pointsPrice="10", stock=50, perPersonLimit=1)
+    elite = await listed_right(client, merchant, pointsPrice="10", stock=50, minCreditGrade="A")
+    dear = await listed_right(client, merchant, pointsPrice="60", stock=50, perPersonLimit=5)
+    keyed = await listed_right(client, merchant, pointsPrice="10", stock=50, perPersonLimit=5)
+    paused = await listed_right(client, merchant, pointsPrice="10", stock=50)
+    ended = await listed_right(client, merchant, pointsPrice="10", stock=50)
+    closed = await listed_right(client, suspended, pointsPrice="10", stock=50)
+    await Right.filter(id=decode_id("Right", paused)).update(paused=True)
+    await Right.filter(id=decode_id("Right", ended)).update(
+        valid_until=datetime.now(UTC) - timedelta(seconds=1)
+    )
+    await Merchant.filter(participant_id=suspended.participant_id).update(status="SUSPENDED")
+
+    crowd = [await resident(points=100) for _ in range(6)]
+    at_limit, ineligible, repeat = [await resident(points=100) for _ in range(3)]
+    poor = await resident(points=50)
+    assert (await redeem(client, at_limit, limited))["userErrors"] == []
+    key = unique("k")
+    first = await redeem(client, repeat, keyed, key=key)
+    eligible = {b.participant_id for b in crowd}
+
+    async def grade(participant_id: int) -> str:
+        return "AA" if participant_id in eligible else "B"
+
+    monkeypatch.setattr(redeeming, "current_grade", grade)
+    unknown = "UmlnaHQ6OTk5OTk5OTk5"
+    calls = [
+        *(redeem(client, b, scarce) for b in crowd),
+        *(redeem(client, b, limited) for b in crowd[:3]), redeem(client, at_limit, limited),
+        *(redeem(client, b, elite) for b in crowd[:3]), redeem(client, ineligible, elite),
+        *(redeem(client, b, dear) for b in crowd[:3]), redeem(client, poor, dear),
+        *(redeem(client, b, keyed) for b in crowd[:3]),
+        redeem(client, repeat, keyed, key=key), redeem(client, ineligible, keyed, 2),
+        *(redeem(client, b, unknown) for b in crowd[:3]),
+        *(redeem(client, b, paused) for b in crowd[:3]),
+        *(redeem(client, b, ended) for b in crowd[:3]),
+        *(redeem(client, b, closed) for b in crowd[:3]),
+    ]
+    payloads = await asyncio.gather(*calls)
+    answers = [_outcome(p) for p in payloads]
+    assert max(sizes) > 1
+    assert sorted(answers[:6]) == ["OK"] * 3 + ["OUT_OF_STOCK"] * 3
+    assert answers[6:10] == ["OK"] * 3 + ["PER_PERSON_LIMIT"]
+    assert answers[10:14] == ["OK"] * 3 + ["NOT_ELIGIBLE"]
+    assert answers[14:18] == ["OK"] * 3 + ["INSUFFICIENT_POINTS"]
+    assert answers[18:23] == ["OK"] * 5
+    assert payloads[21]["redemption"]["id"] == first["redemption"]["id"]
+    assert answers[23:26] == ["NOT_FOUND"] * 3
+    assert answers[26:35] == ["INVALID_STATE"] * 9
+    assert all(p["redemption"] is None for p, a in zip(payloads, answers, strict=True) if a != "OK")
+    assert await points_of(poor.participant_id) == (50, 0)
+    assert await points_of(at_limit.participant_id) == (90, 0)
+    assert await points_of(ineligible.participant_id) == (80, 0)
+    assert await points_of(merchant.participant_id) == (
+        10 * (3 + 1 + 3 + 3) + 60 * 3 + 10 * (1 + 3 + 2), 0
+    )
+    stocks = {r: await stock_of(client, r, merchant) for r in (scarce, limited, elite, dear, keyed)}
+    assert stocks == {scarce: 0, limited: 46, elite: 47, dear: 47, keyed: 44}
+    for right_id in (limited, elite, dear, keyed, paused, ended):
+        assert await _gate(right_id) in (None, await stock_of(client, right_id, merchant))
+    for right_id in (scarce, limited, elite, dear, keyed):
+        assert await _tallies(right_id) == await _issued(right_id)
+    assert (await verify()).ok
+
+
+async def test_crowds_and_cancellations_with_the_store_down_never_oversell(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the gate bypassed, two requests per person in a crowd, others cancelling their
+    vouchers at once and a second right of the same merchant: stock, limits, tallies and the
+    ledger stay right and every request is answered."""
+    merchant = await approved_merchant(client)
+    hot = await listed_right(client, merchant, pointsPrice="10", stock=30, perPersonLimit=2)
+    other = await listed_right(client, merchant, pointsPrice="10", stock=200, perPersonLimit=5)
+    holders = [await resident(points=200) for _ in range(10)]
+    made = [(await redeem(client, h, hot))["redemption"]["id"] for h in holders]
+    crowd = [await resident(points=25) for _ in range(30)]
+    _store_down(monkeypatch)
+    payloads = await asyncio.gather(
+        *(redeem(client, b, hot) for b in crowd),
+        *(cancel(client, h, rid) for h, rid in zip(holders, made, strict=True)),
+        *(redeem(client, b, hot) for b in crowd),
+        *(redeem(client, h, other) for h in holders),
+        *(redeem(client, b, other) for b in crowd),
+    )
+    hot_answers = Counter(_outcome(p) for p in payloads[:30] + payloads[40:70])
+    assert [_outcome(p) for p in payloads[30:40]] == ["OK"] * 10
+    assert set(hot_answers) <= {"OK", "OUT_OF_STOCK", "INSUFFICIENT_POINTS"}
+    # 30 items: 20 left before the rush, 10 given back by the cancellations meanwhile
+    assert 20 <= hot_answers["OK"] <= 30
+    sold = await _issued(hot)
+    assert sum(sold.values()) == hot_answers["OK"] == 30 - await stock_of(client, hot, merchant)
+    assert await _tallies(hot) == sold and max(sold.values()) <= 2
+    for b in crowd:
+        balance, _ = await points_of(b.participant_id)
+        assert balance >= 0 and balance == 25 - 10 * (sold[b.participant_id]
+                                                      + (await _issued(other))[b.participant_id])
+    assert await _tallies(other) == await _issued(other)
+    assert sum((await _issued(other)).values()) == 200 - await stock_of(client, other, merchant)
+    assert decode_id("Right", hot) not in redeeming._lanes
+    assert (await verify()).ok
+
+
+async def test_a_client_that_goes_away_in_a_group_keeps_one_redemption(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled while its group runs: the redemption is made once, a retry with the
+    key replays it, the gate and the lane are left as they should be, the others answered."""
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=40)
+    buyers = [await resident(points=100) for _ in range(12)]
+    keys = {b.subject: unique("k") for b in buyers}
+    arrived = 0
+    all_in, opened, chosen, resume = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+    victim: list[str] = []
+    looked_up, settle, together = redeeming.resident_id, redeeming._settle, redeeming._together
+
+    async def counted(principal: Any) -> int:
+        nonlocal arrived
+        found = await looked_up(principal)
+        arrived += 1
+        if arrived == len(buyers):
+            all_in.set()  # the last request joins its lane before anything else runs
+        return found
+
+    async def held(right: int, group: list) -> None:
+        await opened.wait()
+        await settle(right, group)
+
+    async def picked(right: int, group: list) -> tuple:
+        if not victim:
+            victim.append(group[-1].subject)
+            chosen.set()
+            await resume.wait()
+        return await together(right, group)
+
+    monkeypatch.setattr(redeeming, "resident_id", counted)
+    monkeypatch.setattr(redeeming, "_settle", held)
+    monkeypatch.setattr(redeeming, "_together", picked)
+    tasks = {b.subject: asyncio.ensure_future(redeem(client, b, right_id, key=keys[b.subject]))
+             for b in buyers}
+    await all_in.wait()
+    opened.set()
+    await chosen.wait()
+    tasks[victim[0]].cancel()
+    resume.set()
+    results = await asyncio.gather(*tasks.values(), return_exceptions=True)
+    gone = next(b for b in buyers if b.subject == victim[0])
+    assert tasks[gone.subject].cancelled()
+    assert [_outcome(r) for s, r in zip(tasks, results, strict=True) if s != gone.subject] == ["OK"] * 11
+    assert await Redemption.filter(participant_id=gone.participant_id).count() == 1
+    retry = await redeem(client, gone, right_id, key=keys[gone.subject])
+    assert retry["userErrors"] == [] and retry["account"] == {"points": "90"}
+    assert await Redemption.filter(participant_id=gone.participant_id).count() == 1
+    assert await stock_of(client, right_id, merchant) == 28
+    assert await _gate(right_id) == 28
+    assert decode_id("Right", right_id) not in redeeming._lanes
+    assert (await verify()).ok
+
+
+async def test_lanes_are_gone_once_every_request_is_answered(client: httpx.AsyncClient) -> None:
+    """After a crowd on several rights (each person sending several at once), every request is
+    answered and no lane is left behind."""
+    merchant = await approved_merchant(client)
+    rights = [await listed_right(client, merchant, pointsPrice="1", stock=100, perPersonLimit=100)
+              for _ in range(3)]
+    buyers = [await resident(points=1000) for _ in range(5)]
+    payloads = await asyncio.gather(
+        *(redeem(client, b, r) for r in rights for b in buyers for _ in range(4))
+    )
+    assert [_outcome(p) for p in payloads] == ["OK"] * 60
+    assert not any(decode_id("Right", r) in redeeming._lanes for r in rights)
+    assert [await points_of(b.participant_id) for b in buyers] == [(988, 0)] * 5
+    assert [await _gate(r) for r in rights] == [80] * 3
+
+
+async def test_the_same_key_sent_at_once_answers_the_one_redemption_to_all(
+    client: httpx.AsyncClient,
+) -> None:
+    """A double-tapped request (the same key several times at once) gets the one redemption in
+    every answer, never a conflict, and is charged once."""
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="7", stock=50, perPersonLimit=50)
+    buyer = await resident(points=1000)
+    key = unique("k")
+    payloads = await asyncio.gather(*(redeem(client, buyer, right_id, key=key) for _ in range(8)))
+    assert [_outcome(p) for p in payloads] == ["OK"] * 8
+    assert len({p["redemption"]["id"] for p in payloads}) == 1
+    assert len({p["redemption"]["voucherCode"] for p in payloads}) == 1
+    assert await points_of(buyer.participant_id) == (993, 0)
+    assert await stock_of(client, right_id, merchant) == 49
+    assert await _gate(right_id) == 49
