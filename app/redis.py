@@ -35,7 +35,7 @@ class Store(Protocol):
     async def incr(self, key: str, amount: int = 1, ttl: int | None = None) -> int: ...
     async def mget(self, *keys: str) -> list[bytes | None]: ...
     async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool: ...
-    async def take(self, key: str, amount: int, bypass_key: str) -> int: ...
+    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
     async def publish_many(self, messages: Iterable[tuple[str, str]]) -> None: ...
@@ -47,6 +47,7 @@ class Store(Protocol):
 
 # `take` answers: done (decremented), short (too little left), missing (rebuild the counter from
 # the database), bypass (`bypass_key` exists: skip the counter, e.g. an idempotent replay).
+# With a `mark_ttl`, a successful take also sets `bypass_key` for that many seconds.
 TAKE_DONE, TAKE_SHORT, TAKE_MISSING, TAKE_BYPASS = 1, 0, -1, 2
 TAKE_SCRIPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
@@ -54,6 +55,7 @@ local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 if tonumber(current) < tonumber(ARGV[1]) then return 0 end
 redis.call('DECRBY', KEYS[1], ARGV[1])
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[2]) end
 return 1
 """
 INCR_IF_EXISTS_SCRIPT = """
@@ -121,7 +123,7 @@ class MemoryStore:
         await self.set(key, value, ttl)
         return True
 
-    async def take(self, key: str, amount: int, bypass_key: str) -> int:
+    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough (see TAKE_SCRIPT)."""
         if self._live(bypass_key) is not None:
             return TAKE_BYPASS
@@ -131,6 +133,8 @@ class MemoryStore:
         if int(current) < amount:
             return TAKE_SHORT
         self._data[key] = (str(int(current) - amount).encode(), self._data[key][1])
+        if mark_ttl > 0:
+            await self.set(bypass_key, "1", mark_ttl)
         return TAKE_DONE
 
     async def incr_if_exists(self, key: str, amount: int) -> int | None:
@@ -313,9 +317,9 @@ class RedisStore:
         """Store `value` at `key` only if the key is absent; True when stored."""
         return bool(await self.client.set(key, value, ex=ttl, nx=True))
 
-    async def take(self, key: str, amount: int, bypass_key: str) -> int:
+    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""
-        return int(await self._scripts.run(self._take, [key, bypass_key], [amount]))
+        return int(await self._scripts.run(self._take, [key, bypass_key], [amount, mark_ttl]))
 
     async def incr_if_exists(self, key: str, amount: int) -> int | None:
         """Add `amount` to the counter at `key` if it exists; its new value, or None."""

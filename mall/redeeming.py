@@ -42,13 +42,13 @@ from app.errors import DomainError, InsufficientPoints, NotEligible, NotFound
 from app.events import account_changed
 from app.idempotency import check_key, claim, claim_new
 from app.ledger.accounts import holder_account_id
-from app.ledger.models import Asset, EntryKind
+from app.ledger.models import Account, Asset, EntryKind
 from app.ledger.posting import Posting, post
 from app.participants import resident_id
 from app.sql import fetch, insert_rows
 from mall import stock_gate
 from mall.errors import OutOfStock, PerPersonLimit
-from mall.models import Merchant, Redemption, RedemptionStatus, Right
+from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
 from mall.redemptions import Redeemed
 from mall.rules import check_quantity, check_redeemable, new_voucher_code
 from points.credit import current_grade, grade_at_least, refresh_credit
@@ -158,26 +158,34 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
 
 async def _drain(right_id: int, lane: _Lane) -> None:
     """Run groups of the lane's waiting requests until none is left."""
-    group: list[_Ask] = []
     try:
         while lane.waiting:
             group = lane.next_group()
-            await _settle(right_id, group)
+            try:
+                await _settle(right_id, group)
+            except BaseException:  # this task was cancelled (shutdown): no answer is coming
+                _cancel(group)
+                raise
     finally:
         lane.running -= 1
-        stranded = group + (lane.waiting if not lane.running else [])
-        for ask in stranded:  # only when this task itself was cancelled (shutdown)
-            if not ask.answer.done():
-                ask.answer.cancel()
-        if not lane.running and _lanes.get(right_id) is lane:
-            del _lanes[right_id]
+        if not lane.running:
+            _cancel(lane.waiting)  # empty, unless this task was cancelled
+            if _lanes.get(right_id) is lane:
+                del _lanes[right_id]
+
+
+def _cancel(asks: list[_Ask]) -> None:
+    for ask in asks:
+        if not ask.answer.done():
+            ask.answer.cancel()
 
 
 Outcome = tuple[Redeemed, int | None] | Exception
 
 
 async def _settle(right_id: int, group: list[_Ask]) -> None:
-    """Redeem a group together where it can be, the others alone; answer each request."""
+    """Redeem a group together where it can be, the others alone; then deliver the answers in a
+    task of their own, so the lane goes on with its next group meanwhile."""
     outcomes: dict[int, Outcome] = {}
     alone = group
     if len(group) > 1:
@@ -194,15 +202,25 @@ async def _settle(right_id: int, group: list[_Ask]) -> None:
             outcomes[id(ask)] = await _alone(right_id, ask)
         except Exception as exc:  # noqa: BLE001 - the request gets it, as it would without the lane
             outcomes[id(ask)] = exc
-    await asyncio.gather(*(_tell_gate(right_id, ask, outcomes[id(ask)]) for ask in group))
-    for ask in group:
-        outcome = outcomes[id(ask)]
-        if ask.answer.done():
-            continue
-        if isinstance(outcome, Exception):
-            ask.answer.set_exception(outcome)
-        else:
-            ask.answer.set_result(outcome[0])
+    task = asyncio.get_running_loop().create_task(_deliver(right_id, group, outcomes))
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+
+
+async def _deliver(right_id: int, group: list[_Ask], outcomes: dict[int, Outcome]) -> None:
+    """The gate's bookkeeping, then each request's answer, then the queued after-commit work
+    (a slow store delays these answers, never the lane)."""
+    try:
+        await asyncio.gather(*(_tell_gate(right_id, ask, outcomes[id(ask)]) for ask in group))
+    finally:
+        for ask in group:
+            outcome = outcomes[id(ask)]
+            if ask.answer.done():
+                continue
+            if isinstance(outcome, Exception):
+                ask.answer.set_exception(outcome)
+            else:
+                ask.answer.set_result(outcome[0])
     for ask in group:
         outcome = outcomes[id(ask)]
         if not isinstance(outcome, Exception) and outcome[1] is not None:
@@ -211,14 +229,16 @@ async def _settle(right_id: int, group: list[_Ask]) -> None:
 
 
 async def _tell_gate(right_id: int, ask: _Ask, outcome: Outcome) -> None:
-    """Mark a fresh redemption for replay; give a refused or replayed request's token back."""
-    if not isinstance(outcome, Exception) and outcome[1] is not None:
+    """Give a refused or replayed request's token back; mark a fresh redemption made without a
+    token for replay (taking a token marked it already)."""
+    fresh = not isinstance(outcome, Exception) and outcome[1] is not None
+    if fresh and ask.gate is stock_gate.Gate.PASS:
         await stock_gate.mark_redeemed(ask.subject, ask.key)
-    elif ask.gate is stock_gate.Gate.TOKEN:
+    elif not fresh and ask.gate is stock_gate.Gate.TOKEN:
         await stock_gate.put_back(right_id, ask.quantity)
 
 
-async def _right_and_merchant(conn: BaseDBAsyncClient, right_id: int) -> tuple[Right, Merchant]:
+async def _right_and_merchant(conn: BaseDBAsyncClient | None, right_id: int) -> tuple[Right, Merchant]:
     """A right and its merchant, read in one statement (rows built as the ORM builds them)."""
     rows = await fetch(_RIGHT_AND_MERCHANT, [right_id], conn)
     if not rows:
@@ -229,19 +249,48 @@ async def _right_and_merchant(conn: BaseDBAsyncClient, right_id: int) -> tuple[R
     return right, merchant
 
 
-async def _check(right: Right, merchant: Merchant, asks: list[_Ask], now: datetime) -> None:
-    """Raise the refusal due to any of `asks` (all of the same right) before anything is written."""
+def _check(right: Right, merchant: Merchant, asks: list[_Ask], now: datetime) -> None:
+    """Raise the refusal due to any of `asks` (all of the same right) before anything is written;
+    the credit grade is checked apart (`_check_grades`)."""
     check_redeemable(merchant.status, right.paused, right.valid_from, right.valid_until, now)
     wanted = sum(ask.quantity for ask in asks)
     if right.stock_remaining < wanted:
         raise OutOfStock(f"Only {right.stock_remaining} left.", "quantity")
     if any(ask.quantity > right.per_person_limit for ask in asks):
         raise PerPersonLimit(f"At most {right.per_person_limit} of this right per person.", "quantity")
-    if right.min_credit_grade:
-        for ask in asks:
-            if not grade_at_least(await current_grade(ask.participant_id), right.min_credit_grade):
-                raise NotEligible(f"This right needs credit grade {right.min_credit_grade} or above.",
-                                  "rightId")
+
+
+async def _grade_short(right: Right, ask: _Ask) -> bool:
+    """True when the right asks for a credit grade the resident does not have."""
+    return bool(right.min_credit_grade) and not grade_at_least(
+        await current_grade(ask.participant_id), right.min_credit_grade
+    )
+
+
+def _not_eligible(right: Right) -> NotEligible:
+    return NotEligible(f"This right needs credit grade {right.min_credit_grade} or above.", "rightId")
+
+
+async def _likely_refused(right: Right, group: list[_Ask]) -> set[int]:
+    """The requests of a group that its checks would refuse as things stand (short of points,
+    at the per-person limit, below the credit grade), read outside any transaction: they are
+    done alone, for their own answers, so that they do not send the whole group alone."""
+    accounts = {ask.participant_id: await holder_account_id(ask.participant_id, Asset.POINTS)
+                for ask in group}
+    available = {
+        account: balance - pending
+        for account, balance, pending in await Account.filter(id__in=list(accounts.values()))
+        .values_list("id", "balance", "pending")
+    }
+    held = dict(await RedemptionTally.filter(right_id=right.id, participant_id__in=list(accounts))
+                .values_list("participant_id", "quantity"))
+    refused = set()
+    for ask in group:
+        if (available.get(accounts[ask.participant_id], 0) < right.points_price * ask.quantity
+                or held.get(ask.participant_id, 0) + ask.quantity > right.per_person_limit
+                or await _grade_short(right, ask)):
+            refused.add(id(ask))
+    return refused
 
 
 async def _write(
@@ -282,32 +331,34 @@ async def _write(
 
 
 async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, Redeemed, int]], list[_Ask]]:
-    """One transaction redeeming every request of `group` whose key is new; what it redeemed
-    and the requests left to do alone (keys used before). Raises the first refusal of any."""
-    for ask in group:
-        await holder_account_id(ask.participant_id, Asset.POINTS)
-    codes = {id(ask): new_voucher_code() for ask in group}
+    """One transaction redeeming the requests of `group` whose keys are new and that look
+    redeemable; what it redeemed and the requests left to do alone. Raises the first refusal of
+    any it took (the right and its merchant, read before it, are checked again inside)."""
+    right, merchant = await _right_and_merchant(None, right_id)
+    refused = await _likely_refused(right, group)
+    candidates = [ask for ask in group if id(ask) not in refused]
+    codes = {id(ask): new_voucher_code() for ask in candidates}
     now = datetime.now(UTC)
-    async with in_transaction() as conn:
-        # Rows are taken in key order and then in person order, the same in every group, so
-        # two groups (of two processes) that share a person wait for each other, never deadlock.
-        fresh = await claim_new(
-            sorted(((ask.scope, ask.key, {"rightId": right_id, "quantity": ask.quantity},
-                    {"voucher_code": codes[id(ask)]}) for ask in group),
-                   key=lambda claim: (claim[0], claim[1])),
-            conn,
-        )
-        asks = sorted((ask for ask in group if (ask.scope, ask.key) in fresh),
-                      key=lambda ask: ask.participant_id)
-        if asks:
-            right, merchant = await _right_and_merchant(conn, right_id)
-            await _check(right, merchant, asks, now)
-            redemptions = await _write(conn, right, merchant, asks, [codes[id(a)] for a in asks], now)
+    fresh: set[tuple[str, str]] = set()
+    asks: list[_Ask] = []
+    if len(candidates) > 1:
+        async with in_transaction() as conn:
+            # Rows are taken in key order and then in person order, the same in every group, so
+            # two groups (of two processes) that share a person wait for each other, never deadlock.
+            fresh = await claim_new(
+                sorted(((ask.scope, ask.key, {"rightId": right_id, "quantity": ask.quantity},
+                         {"voucher_code": codes[id(ask)]}) for ask in candidates),
+                       key=lambda claim: (claim[0], claim[1])),
+                conn,
+            )
+            asks = sorted((ask for ask in candidates if (ask.scope, ask.key) in fresh),
+                          key=lambda ask: ask.participant_id)
+            if asks:
+                _check(right, merchant, asks, now)
+                redemptions = await _write(conn, right, merchant, asks, [codes[id(a)] for a in asks], now)
     alone = [ask for ask in group if (ask.scope, ask.key) not in fresh]
-    if not asks:
-        return [], alone
     done = [(ask, Redeemed(r.id, ask.participant_id, r, right, merchant), merchant.participant_id)
-            for ask, r in zip(asks, redemptions, strict=True)]
+            for ask, r in zip(asks, redemptions, strict=True)] if asks else []
     return done, alone
 
 
@@ -322,9 +373,14 @@ async def _alone(right_id: int, ask: _Ask) -> tuple[Redeemed, int | None]:
                               result={"voucher_code": code})
         if not claimed.replay:
             right, merchant = await _right_and_merchant(conn, right_id)
-            await _check(right, merchant, [ask], now)
+            _check(right, merchant, [ask], now)
+            if await _grade_short(right, ask):
+                raise _not_eligible(right)
             [redemption] = await _write(conn, right, merchant, [ask], [code], now)
             return Redeemed(redemption.id, ask.participant_id, redemption, right, merchant), \
                 merchant.participant_id
-    first = await Redemption.get(voucher_code=claimed.result["voucher_code"])
-    return Redeemed(first.id, ask.participant_id), None
+    first = claimed.result
+    if "redemption_id" in first:  # claimed before voucher codes were drawn in advance
+        return Redeemed(int(first["redemption_id"]), ask.participant_id), None
+    redemption = await Redemption.get(voucher_code=first["voucher_code"])
+    return Redeemed(redemption.id, ask.participant_id), None

@@ -14,8 +14,13 @@ Drift is always towards letting too many through, never too few, except for one 
   Rebuilt while redemptions are in flight, it counts their items twice: more requests reach
   the database, which refuses the extra ones. Safe.
 - Stock added back (restock, cancellation, expiry) is added to the counter after commit.
-- A worker dying between taking and giving back leaves the counter too low; the counter
-  expires after GATE_TTL seconds and is rebuilt, which heals it.
+- A worker dying between taking and giving back (or a request cancelled while the store
+  answers its take) leaves the counter too low; the counter expires after GATE_TTL seconds and
+  is rebuilt, which heals it.
+
+A request that takes a token also marks its idempotency key in the store: the same request sent
+again, even at the same moment, goes past the counter to the database, which replays the
+redemption (or refuses it exactly as it would alone) instead of answering sold out.
 - The store unreachable: the gate is bypassed and the database decides alone.
 """
 
@@ -63,11 +68,14 @@ async def _rebuild(right_id: int) -> bool:
 
 
 async def take(right_id: int, quantity: int, subject: str, idempotency_key: str) -> Gate:
-    """Take `quantity` from the right's counter before the database is asked."""
+    """Take `quantity` from the right's counter before the database is asked; taking it also
+    marks the idempotency key, so the same request sent again goes past the gate to the
+    database (which replays it, or refuses it as it would alone) instead of finding it sold out."""
     store = get_store()
     try:
         for _ in range(2):
-            result = await store.take(gate_key(right_id), quantity, replay_key(subject, idempotency_key))
+            result = await store.take(gate_key(right_id), quantity, replay_key(subject, idempotency_key),
+                                      REPLAY_TTL)
             if result == TAKE_DONE:
                 return Gate.TOKEN
             if result == TAKE_SHORT:
@@ -90,7 +98,8 @@ async def put_back(right_id: int, quantity: int) -> None:
 
 
 async def mark_redeemed(subject: str, idempotency_key: str) -> None:
-    """Remember after commit that this key redeemed, so a retry replays past a sold-out gate."""
+    """Remember after commit that this key redeemed, so a retry replays past a sold-out gate
+    (needed when the gate was passed without a token; taking one marks the key already)."""
     try:
         await get_store().set(replay_key(subject, idempotency_key), "1", REPLAY_TTL)
     except Exception:  # noqa: BLE001 - without the mark a retry after sell-out answers OUT_OF_STOCK

@@ -237,6 +237,9 @@ async def recompute_many(participant_ids: Iterable[int]) -> dict[int, Standing]:
         ids = ", ".join(f"${n}" for n in range(3, 3 + len(chunk)))
         rows = await fetch(_INPUTS_SQL.replace("{ids}", ids),
                            [MisconductKind.FRAUDULENT_RECORDS.value, cutoff, *chunk])
+        # Stored in participant order, the order every other transaction takes standing rows
+        # in (a group of redemptions recomputing its residents' grades), so none deadlock.
+        rows.sort(key=lambda row: int(row["participant_id"]))
         results = [(row, compute_credit(_inputs(row, now))) for row in rows]
         if results:
             await _store(results, now)

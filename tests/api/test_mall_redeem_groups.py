@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from app.idempotency import IdempotencyRecord
 from app.ledger.verify import verify
 from app.redis import get_store
 from graphql_schema.ids import decode_id
 from mall import redeeming, stock_gate
 from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
+from points.credit import flush_refreshes
 from tests.helpers import unique, user_error_codes
 from tests.mall_support import (
     approved_merchant,
@@ -316,3 +318,116 @@ async def test_the_same_key_sent_at_once_answers_the_one_redemption_to_all(
     assert await points_of(buyer.participant_id) == (993, 0)
     assert await stock_of(client, right_id, merchant) == 49
     assert await _gate(right_id) == 49
+
+
+async def test_a_key_redeemed_before_groups_replays_its_redemption(client: httpx.AsyncClient) -> None:
+    """A retry of a redemption whose claim holds the result stored before groups (the
+    redemption id) replays that redemption instead of failing."""
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=5, perPersonLimit=5)
+    buyer = await resident(points=100)
+    key = unique("k")
+    first = await redeem(client, buyer, right_id, key=key)
+    redemption_id = decode_id("Redemption", first["redemption"]["id"])
+    # The record as the release before groups wrote it: its result is the redemption id.
+    await IdempotencyRecord.filter(scope=f"redeem:{buyer.subject}", key=key).update(
+        result={"redemption_id": redemption_id}
+    )
+    again = await redeem(client, buyer, right_id, key=key)
+    assert again["userErrors"] == []
+    assert again["redemption"] == first["redemption"]
+    assert await points_of(buyer.participant_id) == (90, 0)
+
+
+async def test_groups_of_graded_rights_and_credit_refreshes_never_deadlock(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """People who just redeemed (their credit refresh queued) redeem several rights that need a
+    credit grade at once: the groups (which check the grades) and the refresh of the same
+    people's standings never deadlock, so no group stalls and falls back to one by one and no
+    refresh is lost."""
+    sizes = _count_groups(monkeypatch)
+    merchant = await approved_merchant(client)
+    plain = await listed_right(client, merchant, pointsPrice="1", stock=1000, perPersonLimit=100)
+    graded = [await listed_right(client, merchant, pointsPrice="1", stock=1000, perPersonLimit=100,
+                                 minCreditGrade="B") for _ in range(3)]
+    people = [await resident(points=1000) for _ in range(24)]
+    for _ in range(3):
+        await asyncio.gather(*(redeem(client, p, plain) for p in people))
+        payloads = await asyncio.gather(
+            *(redeem(client, p, r) for r in graded for p in people for _ in range(2)),
+            flush_refreshes(),
+        )
+        assert [_outcome(p) for p in payloads[:-1]] == ["OK"] * 144
+    assert max(sizes) > 1
+    assert "deadlock" not in caplog.text.lower()
+    assert [await points_of(p.participant_id) for p in people] == [(979, 0)] * 24
+
+
+async def test_a_store_that_does_not_answer_does_not_hold_the_lane(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the store leaves the gate's after-commit calls (replay mark, give-back) unanswered,
+    the lane still commits the requests waiting behind the first groups."""
+    real = get_store()
+    release, all_started = asyncio.Event(), asyncio.Event()
+
+    class Stalled:
+        """The stock gate's store: counters work, the after-commit calls wait for `release`."""
+
+        def __getattr__(self, name: str) -> Any:
+            if name not in ("set", "incr_if_exists"):
+                return getattr(real, name)
+
+            async def stalled(*args: object) -> Any:
+                await release.wait()
+                return await getattr(real, name)(*args)
+
+            return stalled
+
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="1", stock=1000)
+    buyers = [await resident(points=10) for _ in range(200)]
+    started = 0
+    together, alone = redeeming._together, redeeming._alone
+
+    def count(asks: int) -> None:
+        nonlocal started
+        started += asks
+        if started >= len(buyers):
+            all_started.set()
+
+    async def counted_together(right: int, group: list) -> tuple:
+        count(len(group))
+        return await together(right, group)
+
+    async def counted_alone(right: int, ask: Any) -> tuple:
+        count(1)
+        return await alone(right, ask)
+
+    monkeypatch.setattr(stock_gate, "get_store", Stalled)
+    monkeypatch.setattr(redeeming, "_together", counted_together)
+    monkeypatch.setattr(redeeming, "_alone", counted_alone)
+    requests = asyncio.gather(*(redeem(client, b, right_id) for b in buyers))
+    try:
+        # a guard, not a measure: a lane that waits for the store never gets there
+        async with asyncio.timeout(20):
+            await all_started.wait()
+    finally:
+        release.set()
+        payloads = await requests
+    assert [_outcome(p) for p in payloads] == ["OK"] * 200
+
+
+async def test_the_same_key_sent_at_once_for_the_last_item_is_not_sold_out(
+    client: httpx.AsyncClient,
+) -> None:
+    """A double-tapped request for the last item: the retries get the redemption the first one
+    made, not OUT_OF_STOCK (which would tell the buyer it failed while the points are gone)."""
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="7", stock=1)
+    buyer = await resident(points=1000)
+    key = unique("k")
+    payloads = await asyncio.gather(*(redeem(client, buyer, right_id, key=key) for _ in range(4)))
+    assert await points_of(buyer.participant_id) == (993, 0)
+    assert [_outcome(p) for p in payloads] == ["OK"] * 4
