@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     settings = settings or get_settings()
     from graphql_schema.schema import schema
     from graphql_schema.view import PuhuiGraphQL
+    from mall.redeeming import finish_lanes
     from registry.ingest import ingest_scenario_records
 
     graphql = PuhuiGraphQL(schema, settings)
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
             yield
         finally:
             await stop_jobs(jobs)
+            await finish_lanes()  # redemptions under way deliver, and queue their after-commit work
             await drain_after_commit()  # queued after-commit work, before the stores close
             if manage_db:
                 await close_db()

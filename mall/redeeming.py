@@ -156,6 +156,13 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
     return await asyncio.shield(ask.answer)
 
 
+async def finish_lanes() -> None:
+    """At shutdown: let the groups under way commit and deliver their answers, so that their
+    after-commit work is queued before the queues are flushed."""
+    while _running:
+        await asyncio.gather(*list(_running), return_exceptions=True)
+
+
 async def _drain(right_id: int, lane: _Lane) -> None:
     """Run groups of the lane's waiting requests until none is left."""
     try:

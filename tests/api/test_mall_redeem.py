@@ -277,3 +277,19 @@ async def test_redemptions_committed_together_answer_each_as_alone(client, monke
     assert [await points_of(b.participant_id) for b in poor] == [(5, 0)] * 2
     assert await Redemption.filter(right_id=decode_id("Right", right_id)).count() == 8
     assert (await verify()).ok
+
+
+async def test_shutdown_lets_redemptions_under_way_deliver(client):
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=10)
+    buyers = [await resident(points=100) for _ in range(6)]
+    pending = [asyncio.ensure_future(redeem(client, b, right_id)) for b in buyers]
+    for _ in range(5000):  # until the first redemptions are under way in their lane
+        if redeeming._running:
+            break
+        await asyncio.sleep(0.001)
+    assert redeeming._running
+    await redeeming.finish_lanes()
+    assert not redeeming._running and not redeeming._lanes
+    assert [p["userErrors"] for p in await asyncio.gather(*pending)] == [[]] * 6
+    assert await stock_of(client, right_id, merchant) == 4
