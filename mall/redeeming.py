@@ -9,19 +9,23 @@
    pool and the stock, are then locked once per group instead of once per redemption: that
    lock is what limits a flash sale.
 3. In a group every redemption is still its own: its idempotency key, its tally row, its
-   resident account, its voucher, its ledger transfer. A key used before is left out of the
-   group and done alone (to replay or refuse it). If anything else in the group would be
-   refused, the group is rolled back and each redemption is done alone, so every answer is
-   exactly the one it would get alone.
+   resident account, its voucher, its ledger transfer. Requests that look refusable as things
+   stand (short of points, at the per-person limit, below the credit grade; read before the
+   transaction) and keys used before are done alone, to replay or refuse them. If anything
+   else in the group is refused, the group is rolled back and each redemption is done alone,
+   so every answer is exactly the one it would get alone.
 4. A transaction: the idempotency claims (with the voucher codes, drawn in advance); the right
-   and its merchant read and checked (on sale now, stock, per-person limit, credit grade); the
+   and its merchant (read just before) checked (on sale now, stock, per-person limit); the
    per-person tallies raised with one conditional upsert; the redemptions written. Then the hot
    rows, last, so their locks are held for the shortest time: the ledger posting (locks the
    residents' accounts, adds to the merchant pool in its final statement) and the conditional
    stock UPDATE (`stock_remaining >= quantity`) just before the commit.
-5. After commit: the replay mark in the store, then the answer; the account-change notices and
-   the credit refresh are queued (app.coalesce). A refusal or failure gives the gate its
-   quantity back. This is done by the lane, so it holds even when the client has gone.
+5. After commit, in a task of its own (a slow store never holds the lane): a refused request's
+   token goes back to the gate, then every request gets its answer, then the account-change
+   notices and credit refreshes are queued (app.coalesce). Taking a token marked the request's
+   key in the store already, so a retry goes past a sold-out gate to its replay. This is done by
+   the lane, so it holds even when the client has gone; at shutdown `finish_lanes` lets the
+   groups under way finish.
 
 Every path that touches these rows takes them in one order: redemption row, tally row, the
 resident account, the merchant pool, the right (see mall.redemptions for refunds).
