@@ -282,22 +282,25 @@ def _not_eligible(right: Right) -> NotEligible:
     return NotEligible(f"This right needs credit grade {right.min_credit_grade} or above.", "rightId")
 
 
-async def _likely_refused(right: Right, group: list[_Ask]) -> set[int]:
+async def _points_accounts(people: list[int]) -> dict[int, tuple[int, int]]:
+    """Each person's points account and the points available in it, in one query."""
+    rows = await Account.filter(participant_id__in=people, asset=Asset.POINTS.value).values_list(
+        "participant_id", "id", "balance", "pending"
+    )
+    return {pid: (account, balance - pending) for pid, account, balance, pending in rows}
+
+
+async def _likely_refused(right: Right, group: list[_Ask], points: dict[int, tuple[int, int]]) -> set[int]:
     """The requests of a group that its checks would refuse as things stand (short of points,
     at the per-person limit, below the credit grade), read outside any transaction: they are
     done alone, for their own answers, so that they do not send the whole group alone."""
-    accounts = {ask.participant_id: await holder_account_id(ask.participant_id, Asset.POINTS)
-                for ask in group}
-    available = {
-        account: balance - pending
-        for account, balance, pending in await Account.filter(id__in=list(accounts.values()))
-        .values_list("id", "balance", "pending")
-    }
-    held = dict(await RedemptionTally.filter(right_id=right.id, participant_id__in=list(accounts))
-                .values_list("participant_id", "quantity"))
+    held = dict(await RedemptionTally.filter(
+        right_id=right.id, participant_id__in=[ask.participant_id for ask in group]
+    ).values_list("participant_id", "quantity"))
     refused = set()
     for ask in group:
-        if (available.get(accounts[ask.participant_id], 0) < right.points_price * ask.quantity
+        _, available = points.get(ask.participant_id, (0, 0))
+        if (available < right.points_price * ask.quantity
                 or held.get(ask.participant_id, 0) + ask.quantity > right.per_person_limit
                 or await _grade_short(right, ask)):
             refused.add(id(ask))
@@ -306,9 +309,10 @@ async def _likely_refused(right: Right, group: list[_Ask]) -> set[int]:
 
 async def _write(
     conn: BaseDBAsyncClient, right: Right, merchant: Merchant, asks: list[_Ask], codes: list[str],
-    now: datetime,
+    accounts: dict[int, int], now: datetime,
 ) -> list[Redemption]:
-    """Tallies, redemptions, the points and the stock of checked `asks`; the redemptions in order."""
+    """Tallies, redemptions, the points (from each person's points account in `accounts`) and
+    the stock of checked `asks`; the redemptions in order."""
     limit = int(right.per_person_limit)
     tallies = await insert_rows(conn, "mall_redemption_tally", _TALLY_COLUMNS,
                                 [(right.id, ask.participant_id, ask.quantity) for ask in asks],
@@ -325,7 +329,7 @@ async def _write(
     # pool in its final statement; then the right's stock, just before the commit.
     pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
     postings = [
-        Posting(Asset.POINTS, await holder_account_id(ask.participant_id, Asset.POINTS), pool,
+        Posting(Asset.POINTS, accounts[ask.participant_id], pool,
                 r.points_spent, EntryKind.REDEMPTION, f"redemption:{r.id}",
                 f"{ask.quantity} x {right.title}"[:256])
         for ask, r in zip(asks, redemptions, strict=True)
@@ -346,7 +350,8 @@ async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, 
     redeemable; what it redeemed and the requests left to do alone. Raises the first refusal of
     any it took (the right and its merchant, read before it, are checked again inside)."""
     right, merchant = await _right_and_merchant(None, right_id)
-    refused = await _likely_refused(right, group)
+    points = await _points_accounts([ask.participant_id for ask in group])
+    refused = await _likely_refused(right, group, points)
     candidates = [ask for ask in group if id(ask) not in refused]
     codes = {id(ask): new_voucher_code() for ask in candidates}
     now = datetime.now(UTC)
@@ -366,7 +371,9 @@ async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, 
                           key=lambda ask: ask.participant_id)
             if asks:
                 _check(right, merchant, asks, now)
-                redemptions = await _write(conn, right, merchant, asks, [codes[id(a)] for a in asks], now)
+                accounts = {ask.participant_id: points[ask.participant_id][0] for ask in asks}
+                redemptions = await _write(conn, right, merchant, asks, [codes[id(a)] for a in asks],
+                                           accounts, now)
     alone = [ask for ask in group if (ask.scope, ask.key) not in fresh]
     done = [(ask, Redeemed(r.id, ask.participant_id, r, right, merchant), merchant.participant_id)
             for ask, r in zip(asks, redemptions, strict=True)] if asks else []
@@ -376,7 +383,7 @@ async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, 
 async def _alone(right_id: int, ask: _Ask) -> tuple[Redeemed, int | None]:
     """One redemption in its own transaction; the merchant's participant id when fresh, None on
     a replay."""
-    await holder_account_id(ask.participant_id, Asset.POINTS)
+    account = await holder_account_id(ask.participant_id, Asset.POINTS)
     code = new_voucher_code()
     now = datetime.now(UTC)
     async with in_transaction() as conn:
@@ -387,7 +394,8 @@ async def _alone(right_id: int, ask: _Ask) -> tuple[Redeemed, int | None]:
             _check(right, merchant, [ask], now)
             if await _grade_short(right, ask):
                 raise _not_eligible(right)
-            [redemption] = await _write(conn, right, merchant, [ask], [code], now)
+            [redemption] = await _write(conn, right, merchant, [ask], [code],
+                                        {ask.participant_id: account}, now)
             return Redeemed(redemption.id, ask.participant_id, redemption, right, merchant), \
                 merchant.participant_id
     first = claimed.result
