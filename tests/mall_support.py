@@ -6,11 +6,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from app.auth import Principal
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
 from app.ledger.models import Account, Asset
 from app.participants import organisation_id, resident_id
-from tests.helpers import credit_code, data, gql, op, token, unique
+from mall import redeeming
+from tests.helpers import credit_code, data, gql, op, token, unique, user_error_codes
 from tests.ledger_support import issue_points
 
 CENTER = token("mall-center", "center")
@@ -147,3 +150,21 @@ async def listing(client, auth: str, first: int = 100, after: str | None = None,
     """MallRights; the connection."""
     body = await op(client, "MallRights", {"first": first, "after": after, "category": category}, auth)
     return data(body)["rights"]
+
+
+def outcome(payload: dict) -> str:
+    """OK, or the code of a redemption payload's one userError."""
+    return user_error_codes(payload)[0] if payload["userErrors"] else "OK"
+
+
+def count_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the redemption groups committed together from now on."""
+    sizes: list[int] = []
+    together = redeeming._together
+
+    async def counted(right_id: int, group: list) -> tuple:
+        sizes.append(len(group))
+        return await together(right_id, group)
+
+    monkeypatch.setattr(redeeming, "_together", counted)
+    return sizes

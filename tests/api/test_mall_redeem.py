@@ -21,7 +21,9 @@ from tests.helpers import data, error_codes, op, token, unique, user_error_codes
 from tests.mall_support import (
     approved_merchant,
     cancel,
+    count_groups,
     listed_right,
+    outcome,
     points_of,
     redeem,
     resident,
@@ -183,7 +185,7 @@ async def test_concurrent_buyers_never_exceed_stock(client):
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=5)
     buyers = [await resident(points=100) for _ in range(20)]
     payloads = await asyncio.gather(*(redeem(client, b, right_id) for b in buyers))
-    codes = sorted(user_error_codes(p)[0] if p["userErrors"] else "OK" for p in payloads)
+    codes = sorted(outcome(p) for p in payloads)
     assert codes == ["OK"] * 5 + ["OUT_OF_STOCK"] * 15
     assert await stock_of(client, right_id, merchant) == 0
     assert await points_of(merchant.participant_id) == (50, 0)
@@ -196,12 +198,12 @@ async def test_concurrent_requests_of_one_person_respect_limit_and_balance(clien
     limited = await listed_right(client, merchant, pointsPrice="1", stock=100, perPersonLimit=2)
     buyer = await resident(points=1000)
     payloads = await asyncio.gather(*(redeem(client, buyer, limited) for _ in range(10)))
-    assert sorted(user_error_codes(p)[0] if p["userErrors"] else "OK" for p in payloads) == (
+    assert sorted(outcome(p) for p in payloads) == (
         ["OK"] * 2 + ["PER_PERSON_LIMIT"] * 8
     )
     dear = await listed_right(client, merchant, pointsPrice="300", stock=100, perPersonLimit=10)
     payloads = await asyncio.gather(*(redeem(client, buyer, dear) for _ in range(10)))
-    assert sorted(user_error_codes(p)[0] if p["userErrors"] else "OK" for p in payloads) == (
+    assert sorted(outcome(p) for p in payloads) == (
         ["INSUFFICIENT_POINTS"] * 7 + ["OK"] * 3
     )
     assert await points_of(buyer.participant_id) == (98, 0)
@@ -254,14 +256,7 @@ async def test_redemptions_committed_together_answer_each_as_alone(client, monke
     key = unique("k")
     first = await redeem(client, repeat, right_id, key=key)
     assert (await redeem(client, limited, right_id))["userErrors"] == []
-    groups: list[int] = []
-    together = redeeming._together
-
-    async def counted(right: int, group: list) -> tuple:
-        groups.append(len(group))
-        return await together(right, group)
-
-    monkeypatch.setattr(redeeming, "_together", counted)
+    groups = count_groups(monkeypatch)
     payloads = await asyncio.gather(
         *(redeem(client, b, right_id) for b in rich + poor),
         redeem(client, repeat, right_id, key=key),

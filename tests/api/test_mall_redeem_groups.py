@@ -19,21 +19,18 @@ from graphql_schema.ids import decode_id
 from mall import redeeming, stock_gate
 from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
 from points.credit import flush_refreshes
-from tests.helpers import unique, user_error_codes
+from tests.helpers import unique
 from tests.mall_support import (
     approved_merchant,
     cancel,
+    count_groups,
     listed_right,
+    outcome,
     points_of,
     redeem,
     resident,
     stock_of,
 )
-
-
-def _outcome(payload: dict) -> str:
-    """OK, or the code of the payload's one userError."""
-    return user_error_codes(payload)[0] if payload["userErrors"] else "OK"
 
 
 class _StoreDown:
@@ -49,19 +46,6 @@ class _StoreDown:
 def _store_down(monkeypatch: pytest.MonkeyPatch) -> None:
     """The stock gate finds the store unreachable: the database decides alone."""
     monkeypatch.setattr(stock_gate, "get_store", _StoreDown)
-
-
-def _count_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of the groups committed together from now on."""
-    sizes: list[int] = []
-    together = redeeming._together
-
-    async def counted(right_id: int, group: list) -> tuple:
-        sizes.append(len(group))
-        return await together(right_id, group)
-
-    monkeypatch.setattr(redeeming, "_together", counted)
-    return sizes
 
 
 async def _gate(right_id: str) -> int | None:
@@ -95,7 +79,7 @@ async def test_a_replay_answers_exactly_as_the_first_request(
 ) -> None:
     """Requests committed in groups and their retries (in groups too) get the same redemption
     fields; the account shows the balance after the one redemption."""
-    sizes = _count_groups(monkeypatch)
+    sizes = count_groups(monkeypatch)
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="30", stock=40, perPersonLimit=2)
     buyers = [await resident(points=100) for _ in range(8)]
@@ -104,7 +88,7 @@ async def test_a_replay_answers_exactly_as_the_first_request(
     firsts = await asyncio.gather(*(redeem(client, b, right_id, 2, k) for b, k in pairs))
     retries = await asyncio.gather(*(redeem(client, b, right_id, 2, k) for b, k in pairs))
     assert max(sizes) > 1
-    assert [_outcome(p) for p in firsts + retries] == ["OK"] * 16
+    assert [outcome(p) for p in firsts + retries] == ["OK"] * 16
     for first, retry in zip(firsts, retries, strict=True):
         assert retry["redemption"] == first["redemption"]
         assert first["account"] == retry["account"] == {"points": "40"}
@@ -122,7 +106,7 @@ async def test_every_refusal_in_a_crowd_is_the_one_given_alone(
     alone, with the stock gate working or the store down."""
     if gate == "down":
         _store_down(monkeypatch)
-    sizes = _count_groups(monkeypatch)
+    sizes = count_groups(monkeypatch)
     merchant = await approved_merchant(client)
     suspended = await approved_merchant(client)
     scarce = await listed_right(client, merchant, pointsPrice="10", stock=3)
@@ -165,7 +149,7 @@ async def test_every_refusal_in_a_crowd_is_the_one_given_alone(
         *(redeem(client, b, closed) for b in crowd[:3]),
     ]
     payloads = await asyncio.gather(*calls)
-    answers = [_outcome(p) for p in payloads]
+    answers = [outcome(p) for p in payloads]
     assert max(sizes) > 1
     assert sorted(answers[:6]) == ["OK"] * 3 + ["OUT_OF_STOCK"] * 3
     assert answers[6:10] == ["OK"] * 3 + ["PER_PERSON_LIMIT"]
@@ -211,8 +195,8 @@ async def test_crowds_and_cancellations_with_the_store_down_never_oversell(
         *(redeem(client, h, other) for h in holders),
         *(redeem(client, b, other) for b in crowd),
     )
-    hot_answers = Counter(_outcome(p) for p in payloads[:30] + payloads[40:70])
-    assert [_outcome(p) for p in payloads[30:40]] == ["OK"] * 10
+    hot_answers = Counter(outcome(p) for p in payloads[:30] + payloads[40:70])
+    assert [outcome(p) for p in payloads[30:40]] == ["OK"] * 10
     assert set(hot_answers) <= {"OK", "OUT_OF_STOCK", "INSUFFICIENT_POINTS"}
     # 30 items: 20 left before the rush, 10 given back by the cancellations meanwhile
     assert 20 <= hot_answers["OK"] <= 30
@@ -275,7 +259,7 @@ async def test_a_client_that_goes_away_in_a_group_keeps_one_redemption(
     results = await asyncio.gather(*tasks.values(), return_exceptions=True)
     gone = next(b for b in buyers if b.subject == victim[0])
     assert tasks[gone.subject].cancelled()
-    assert [_outcome(r) for s, r in zip(tasks, results, strict=True) if s != gone.subject] == ["OK"] * 11
+    assert [outcome(r) for s, r in zip(tasks, results, strict=True) if s != gone.subject] == ["OK"] * 11
     assert await Redemption.filter(participant_id=gone.participant_id).count() == 1
     retry = await redeem(client, gone, right_id, key=keys[gone.subject])
     assert retry["userErrors"] == [] and retry["account"] == {"points": "90"}
@@ -296,7 +280,7 @@ async def test_lanes_are_gone_once_every_request_is_answered(client: httpx.Async
     payloads = await asyncio.gather(
         *(redeem(client, b, r) for r in rights for b in buyers for _ in range(4))
     )
-    assert [_outcome(p) for p in payloads] == ["OK"] * 60
+    assert [outcome(p) for p in payloads] == ["OK"] * 60
     assert not any(decode_id("Right", r) in redeeming._lanes for r in rights)
     assert [await points_of(b.participant_id) for b in buyers] == [(988, 0)] * 5
     assert [await _gate(r) for r in rights] == [80] * 3
@@ -312,7 +296,7 @@ async def test_the_same_key_sent_at_once_answers_the_one_redemption_to_all(
     buyer = await resident(points=1000)
     key = unique("k")
     payloads = await asyncio.gather(*(redeem(client, buyer, right_id, key=key) for _ in range(8)))
-    assert [_outcome(p) for p in payloads] == ["OK"] * 8
+    assert [outcome(p) for p in payloads] == ["OK"] * 8
     assert len({p["redemption"]["id"] for p in payloads}) == 1
     assert len({p["redemption"]["voucherCode"] for p in payloads}) == 1
     assert await points_of(buyer.participant_id) == (993, 0)
@@ -346,7 +330,7 @@ async def test_groups_of_graded_rights_and_credit_refreshes_never_deadlock(
     credit grade at once: the groups (which check the grades) and the refresh of the same
     people's standings never deadlock, so no group stalls and falls back to one by one and no
     refresh is lost."""
-    sizes = _count_groups(monkeypatch)
+    sizes = count_groups(monkeypatch)
     merchant = await approved_merchant(client)
     plain = await listed_right(client, merchant, pointsPrice="1", stock=1000, perPersonLimit=100)
     graded = [await listed_right(client, merchant, pointsPrice="1", stock=1000, perPersonLimit=100,
@@ -358,7 +342,7 @@ async def test_groups_of_graded_rights_and_credit_refreshes_never_deadlock(
             *(redeem(client, p, r) for r in graded for p in people for _ in range(2)),
             flush_refreshes(),
         )
-        assert [_outcome(p) for p in payloads[:-1]] == ["OK"] * 144
+        assert [outcome(p) for p in payloads[:-1]] == ["OK"] * 144
     assert max(sizes) > 1
     assert "deadlock" not in caplog.text.lower()
     assert [await points_of(p.participant_id) for p in people] == [(979, 0)] * 24
@@ -416,7 +400,7 @@ async def test_a_store_that_does_not_answer_does_not_hold_the_lane(
     finally:
         release.set()
         payloads = await requests
-    assert [_outcome(p) for p in payloads] == ["OK"] * 200
+    assert [outcome(p) for p in payloads] == ["OK"] * 200
 
 
 async def test_the_same_key_sent_at_once_for_the_last_item_is_not_sold_out(
@@ -430,4 +414,4 @@ async def test_the_same_key_sent_at_once_for_the_last_item_is_not_sold_out(
     key = unique("k")
     payloads = await asyncio.gather(*(redeem(client, buyer, right_id, key=key) for _ in range(4)))
     assert await points_of(buyer.participant_id) == (993, 0)
-    assert [_outcome(p) for p in payloads] == ["OK"] * 4
+    assert [outcome(p) for p in payloads] == ["OK"] * 4
