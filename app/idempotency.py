@@ -46,12 +46,8 @@ def check_key(key: str) -> str:
     return key
 
 
-_CLAIM = """
-INSERT INTO idempotency_record (scope, "key", request_hash, result, created_at)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (scope, "key") DO NOTHING RETURNING id
-"""
 _CLAIM_COLUMNS = ("scope", '"key"', "request_hash", "result", "created_at")
+_IF_NEW = ' ON CONFLICT (scope, "key") DO NOTHING RETURNING '
 _FIRST = 'SELECT request_hash, result FROM idempotency_record WHERE scope = $1 AND "key" = $2'
 _COMPLETE = "UPDATE idempotency_record SET result = $1 WHERE id = $2"
 
@@ -85,7 +81,8 @@ async def claim(
     key = check_key(key)
     digest = request_hash(payload)
     now = datetime.now(UTC)
-    rows = await fetch(_CLAIM, [scope, key, digest, _stored(result), now], conn)
+    rows = await insert_rows(conn, "idempotency_record", _CLAIM_COLUMNS,
+                             [(scope, key, digest, _stored(result), now)], _IF_NEW + "id")
     if rows:
         return Claim(int(rows[0]["id"]), replay=False)
     first = await fetch(_FIRST, [scope, key], conn)
@@ -109,5 +106,5 @@ async def claim_new(
     rows = [(scope, check_key(key), request_hash(payload), _stored(result), now)
             for scope, key, payload, result in claims]
     returned = await insert_rows(conn, "idempotency_record", _CLAIM_COLUMNS, rows,
-                                 ' ON CONFLICT (scope, "key") DO NOTHING RETURNING scope, "key"')
+                                 _IF_NEW + 'scope, "key"')
     return {(row["scope"], row["key"]) for row in returned}
