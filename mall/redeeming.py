@@ -55,7 +55,7 @@ from mall.errors import OutOfStock, PerPersonLimit
 from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
 from mall.redemptions import Redeemed
 from mall.rules import check_quantity, check_redeemable, new_voucher_code
-from points.credit import current_grade, grade_at_least, refresh_credit
+from points.credit import current_grade, grade_at_least, refresh_credit_many
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,11 @@ async def _deliver(right_id: int, group: list[_Ask], outcomes: dict[int, Outcome
                 ask.answer.set_exception(outcome)
             else:
                 ask.answer.set_result(outcome[0])
-    for ask in group:
-        outcome = outcomes[id(ask)]
-        if not isinstance(outcome, Exception) and outcome[1] is not None:
-            await account_changed([ask.participant_id, outcome[1]])
-            await refresh_credit(ask.participant_id)
+    fresh = [(ask.participant_id, outcome[1]) for ask in group
+             if not isinstance(outcome := outcomes[id(ask)], Exception) and outcome[1] is not None]
+    if fresh:
+        await account_changed([pid for pair in fresh for pid in pair])
+        await refresh_credit_many(pid for pid, _ in fresh)
 
 
 async def _tell_gate(right_id: int, ask: _Ask, outcome: Outcome) -> None:
