@@ -1,11 +1,12 @@
 """Issuing a scenario's accepted records as one lot credited to each resident.
 
 Which records an issuance took is fixed by periods, not by a per-record mark: an issuance takes
-every record with earned grams that occurred after the scenario's `issued_through` and up to its
-`periodEnd`, then moves `issued_through` to `periodEnd`; since records at or before
-`issued_through` are refused (OUT_OF_PERIOD), the records of an issuance are exactly those of its
-scenario in (previous periodEnd, periodEnd]. Marking a million records one by one would rewrite a
-million rows and all their index entries; moving the watermark is one row.
+every record that occurred after the scenario's `issued_through` and up to its `periodEnd`,
+settles what each earns under the daily cap (`registry.settlement`), credits those with grams,
+then moves `issued_through` to `periodEnd`; since records at or before `issued_through` are
+refused (OUT_OF_PERIOD), the records of an issuance are exactly those of its scenario in
+(previous periodEnd, periodEnd]. Marking a million records one by one would rewrite a million
+rows and all their index entries; moving the watermark is one row.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tortoise.functions import Count, Sum
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
@@ -25,7 +25,8 @@ from app.idempotency import claim
 from app.ledger.bulk import holder_accounts, issue_lot
 from app.ledger.models import Asset, Lot
 from registry import rules
-from registry.models import Issuance, Methodology, Scenario, ScenarioRecord, ScenarioStatus
+from registry.models import Issuance, Methodology, Scenario, ScenarioStatus
+from registry.settlement import settle_period
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +39,6 @@ class Issued:
 
     issuance: Issuance
     scenario_code: str
-
-
-def _unissued(scenario: Scenario, period_end: datetime):  # noqa: ANN202 - a tortoise queryset
-    """Records with earned grams in (issued_through, period_end].
-
-    The bounds on `day` (the Shanghai day of occurred_at) let the (scenario, day, participant)
-    index read only the days of the period.
-    """
-    query = ScenarioRecord.filter(
-        scenario_id=scenario.id,
-        day__lte=rules.shanghai_day(period_end),
-        occurred_at__lte=period_end,
-        earned_grams__gt=0,
-    )
-    if scenario.issued_through is not None:
-        query = query.filter(
-            day__gte=rules.shanghai_day(scenario.issued_through),
-            occurred_at__gt=scenario.issued_through,
-        )
-    return query
 
 
 def _check_period_end(period_end: datetime, now: datetime) -> datetime:
@@ -91,15 +72,10 @@ async def issue_scenario_reductions(
         if scenario.status != ScenarioStatus.PUBLISHED:
             raise InvalidState("Only a published scenario's records are issued.", "scenarioCode")
         methodology = await Methodology.get(id=scenario.methodology_id).using_db(conn)
-        rows = await (
-            _unissued(scenario, period_end)
-            .using_db(conn)
-            .group_by("participant_id")
-            .annotate(grams=Sum("earned_grams"), records=Count("id"))
-            .order_by("participant_id")
-            .values("participant_id", "grams", "records")  # (values_list repeats the aggregates)
+        settled = await settle_period(
+            conn, scenario.id, scenario.issued_through, period_end, methodology.daily_cap_grams
         )
-        totals = [(r["participant_id"], int(r["grams"]), int(r["records"])) for r in rows]
+        totals = [(t.participant_id, t.grams, t.records) for t in settled]
         if not totals:
             raise InvalidState("There are no accepted, unissued records up to periodEnd.", "periodEnd")
         total_grams = sum(g for _, g, _ in totals)

@@ -160,8 +160,10 @@ class ScenarioAuthorization(Model):
 class ScenarioRecord(Model):
     """One operator activity record: what it computed and what it earned under the daily cap.
 
-    The (scenario, day, participant) index gives the grams a person already earned that day (the
-    daily cap) and bounds an issuance to the days of its period.
+    A record earns its computed grams until its issuance settles the daily cap (`registry.
+    issuance`): the records of a person's day earn, in the order they were accepted (id order),
+    what is left under the cap. The (scenario, created_at) index bounds what an issuance reads:
+    a record is never created before it occurred.
     """
 
     id = fields.BigIntField(primary_key=True)
@@ -177,7 +179,7 @@ class ScenarioRecord(Model):
 
     class Meta:
         table = "registry_scenario_record"
-        indexes = (("scenario_id", "day", "participant_id"),)
+        indexes = (("scenario_id", "created_at"),)
         constraints = [
             CheckConstraint(
                 check="earned_grams >= 0 AND earned_grams <= computed_grams",

@@ -1,12 +1,14 @@
 """Operator records of a scenario: who may send them, and applying a batch under the rules.
 
-A batch is applied in one transaction holding the scenario row lock (FOR UPDATE on PostgreSQL),
-so concurrent batches of one scenario never both spend the same daily cap nor count one
-externalRef twice, and an issuance never runs between reading `issued_through` and writing.
-The grams a person already earned on a day are read from the stored records themselves (their
-(scenario, day, participant) index) under that lock. Both backends decide with the same pure
-rules (`rules.classify`, then `rules.earn` for the cap); only the lookups and the writes differ
-(`registry.records_sql` on PostgreSQL).
+A batch is applied in one transaction holding the scenario row in share mode (FOR SHARE on
+PostgreSQL): batches of one scenario run side by side, and an issuance (which takes the row for
+update) never runs between a batch's reading `issued_through` and its writing. An externalRef is
+counted once by the unique constraint: a batch that meets a ref stored meanwhile is applied again
+with every ref looked up. What an accepted record earns under the daily cap is settled when it
+is issued (`registry.issuance`), in the order records were accepted, so batches need not wait
+for each other to read a person's day. Both backends decide with the same pure rules
+(`rules.classify`); only the lookups and the writes differ (`registry.records_sql` on
+PostgreSQL).
 """
 
 from __future__ import annotations
@@ -14,18 +16,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.functions import Sum
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
 from app.db import dialect
 from app.errors import InvalidInput, InvalidState, NotFound
 from app.participants import Participant
-from registry import records_sql, rules
+from registry import consent, records_sql, rules
 from registry.authorizations import active_authorizations
 from registry.models import Methodology, Scenario, ScenarioRecord, ScenarioStatus
 from registry.records_sql import AlreadyStored
@@ -34,6 +35,7 @@ from registry.rules import Decision, Item, Locked, Outcome, Rejection, Terms
 log = logging.getLogger(__name__)
 
 _IN_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
+MAX_ATTEMPTS = 8  # a batch meeting refs that batches beside it store: each retry sees them
 
 
 @dataclass(frozen=True)
@@ -63,18 +65,19 @@ async def scenario_terms(principal: Principal, scenario_code: str) -> Terms:
     return Terms(scenario.id, scenario.code, methodology.grams_per_unit, methodology.daily_cap_grams)
 
 
+_SHARE = "SELECT status, issued_through FROM registry_scenario WHERE id = $1 FOR SHARE"
+
+
 async def lock_scenario(conn: BaseDBAsyncClient, terms: Terms) -> Locked:
-    """Lock the scenario row for this transaction; refuse when it is no longer published."""
-    row = (
-        await Scenario.filter(id=terms.scenario_id)
-        .select_for_update()
-        .using_db(conn)
-        .only("id", "status", "issued_through")
-        .first()
-    )
-    if row is None or row.status != ScenarioStatus.PUBLISHED:
+    """Hold the scenario row in share mode for this transaction; refuse when it is no longer
+    published. (SQLite runs one transaction at a time.)"""
+    if dialect() == "postgres":
+        rows = await conn.execute_query_dict(_SHARE, [terms.scenario_id])
+    else:
+        rows = await Scenario.filter(id=terms.scenario_id).using_db(conn).values("status", "issued_through")
+    if not rows or rows[0]["status"] != ScenarioStatus.PUBLISHED:
         raise InvalidState("Records are accepted only for a published scenario.", "scenarioCode")
-    return Locked(row.issued_through)
+    return Locked(rows[0]["issued_through"])
 
 
 def check_inputs(records: Sequence[RecordInput], grams_per_unit: int) -> list[Item | Rejection]:
@@ -102,14 +105,21 @@ async def apply_batch(terms: Terms, entries: list[Item | Rejection], now: dateti
     On PostgreSQL the batch is first written assuming none of its externalRefs is stored yet (a
     resend is rare), which spares a lookup per record; when one was, the unique constraint
     refuses the write, the transaction rolls back, and the batch is applied again with every
-    externalRef looked up. Both give the same answer.
+    externalRef looked up - again if a batch beside it stored one of its refs meanwhile. Both
+    give the same answer.
     """
     items = [e for e in entries if isinstance(e, Item)]
     postgres = dialect() == "postgres"
-    try:
-        decision = await _apply(terms, items, now, postgres, probe=not postgres)
-    except AlreadyStored:
-        decision = await _apply(terms, items, now, postgres, probe=True)
+    attempt = 0
+    while True:
+        try:
+            decision = await _apply(terms, items, now, postgres, probe=attempt > 0 or not postgres)
+            break
+        except AlreadyStored:
+            attempt += 1
+            if attempt > MAX_ATTEMPTS:
+                raise
+            log.info("batch of %s met refs stored meanwhile; applying it again", terms.code)
     rejected = decision.rejected + [e for e in entries if isinstance(e, Rejection)]
     rejected.sort(key=lambda r: r.index)
     return Outcome(len(decision.accepted), decision.duplicates, rejected)
@@ -154,27 +164,6 @@ async def _residents(conn: BaseDBAsyncClient, subjects: Iterable[str]) -> dict[s
     return found
 
 
-async def _usage(
-    conn: BaseDBAsyncClient, scenario_id: int, keys: set[tuple[int, date]]
-) -> dict[tuple[int, date], int]:
-    """Grams already earned per (participant, day), summed from the stored records."""
-    used: dict[tuple[int, date], int] = {}
-    people = sorted({pid for pid, _ in keys})
-    days = sorted({day for _, day in keys})
-    for start in range(0, len(people), _IN_CHUNK):
-        rows = await (
-            ScenarioRecord.filter(
-                scenario_id=scenario_id, participant_id__in=people[start : start + _IN_CHUNK], day__in=days
-            )
-            .using_db(conn)
-            .group_by("participant_id", "day")
-            .annotate(grams=Sum("earned_grams"))
-            .values_list("participant_id", "day", "grams")
-        )
-        used.update({(pid, day): int(grams) for pid, day, grams in rows if (pid, day) in keys})
-    return used
-
-
 async def apply_items(
     conn: BaseDBAsyncClient, terms: Terms, locked: Locked, items: list[Item], now: datetime
 ) -> Decision:
@@ -182,14 +171,10 @@ async def apply_items(
     seen = await _stored_refs(conn, terms.scenario_id, {i.external_ref for i in items})
     residents = await _residents(conn, (i.subject for i in items))
     candidates = rules.candidates(items, residents, now, locked.issued_through)
-    grants = await active_authorizations(terms.code, {pid for _, pid in candidates})
-    unauthorized = {i.index for i, pid in candidates if not rules.authorized_at(grants[pid], i.occurred_at)}
-    used: dict[tuple[int, date], int] = {}
-    if terms.daily_cap is not None:
-        used = await _usage(conn, terms.scenario_id, {(pid, i.day) for i, pid in candidates})
-    decision = rules.decide(
-        items, residents, now, locked.issued_through, terms.daily_cap, seen, unauthorized, used
+    unauthorized = await consent.unauthorized(
+        terms.code, candidates, lambda pids: active_authorizations(terms.code, pids)
     )
+    decision = rules.classify(items, residents, now, locked.issued_through, seen, unauthorized)
     records = [
         ScenarioRecord(
             scenario_id=terms.scenario_id,
@@ -197,11 +182,11 @@ async def apply_items(
             participant_id=pid,
             quantity=float(item.quantity),
             computed_grams=item.grams,
-            earned_grams=earned,
+            earned_grams=item.grams,
             occurred_at=item.occurred_at,
             day=item.day,
         )
-        for item, pid, earned in decision.accepted
+        for item, pid in decision.accepted
     ]
     if records:
         await ScenarioRecord.bulk_create(records, batch_size=500, using_db=conn)

@@ -30,9 +30,6 @@ _MICROSECOND = timedelta(microseconds=1)
 _HEAD = struct.Struct(">hiqi")
 # participant_id, quantity, computed_grams, earned_grams, occurred_at, day, created_at
 _TAIL = struct.Struct(">iqidiqiqiqiiiq")
-_EARNED = struct.Struct(">q")
-_EARNED_OFFSET = _HEAD.size + struct.calcsize(">iqidiqi")  # after the ref's bytes
-_ROW_SIZE = _HEAD.size + _TAIL.size  # plus the ref's bytes
 
 
 def micros(moment: datetime) -> int:
@@ -40,38 +37,24 @@ def micros(moment: datetime) -> int:
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def payload(
-    scenario_id: int, accepted: Sequence[tuple[Item, int, int]], created_at: datetime
-) -> tuple[bytearray, list[int]]:
-    """The COPY ... (FORMAT binary) bytes of the accepted (item, participant id, earned) rows,
-    and where each row's earned_grams sits in them (for `set_earned`)."""
+def payload(scenario_id: int, accepted: Sequence[tuple[Item, int]], created_at: datetime) -> bytes:
+    """The COPY ... (FORMAT binary) bytes of the accepted (item, participant id) rows; each
+    earns its computed grams until its issuance settles the daily cap."""
     head, tail = _HEAD.pack, _TAIL.pack
     created = micros(created_at)
     parts = [_SIGNATURE]
     append = parts.append
-    earned_at: list[int] = []
-    position = len(_SIGNATURE)
-    for item, pid, earned in accepted:
+    for item, pid in accepted:
         ref = item.external_ref.encode()
-        size = len(ref)
-        append(head(9, 8, scenario_id, size))
+        grams = item.grams
+        append(head(9, 8, scenario_id, len(ref)))
         append(ref)
         append(
             tail(
-                8, pid, 8, float(item.quantity), 8, item.grams, 8, earned,
+                8, pid, 8, float(item.quantity), 8, grams, 8, grams,
                 8, (item.occurred_at - _EPOCH) // _MICROSECOND,
                 4, item.day.toordinal() - _EPOCH_DAY, 8, created,
             )
         )
-        earned_at.append(position + _EARNED_OFFSET + size)
-        position += _ROW_SIZE + size
     append(_TRAILER)
-    return bytearray(b"".join(parts)), earned_at
-
-
-def set_earned(
-    data: bytearray, earned_at: list[int], accepted: Sequence[tuple[Item, int, int]], rows: list[int]
-) -> None:
-    """Write the earned grams of the given rows of `accepted` into the payload `data`."""
-    for n in rows:
-        _EARNED.pack_into(data, earned_at[n], accepted[n][2])
+    return b"".join(parts)

@@ -1,24 +1,24 @@
 """Records on PostgreSQL: the lookups a batch needs, set-based, and its accepted rows by COPY.
 
-Gives the same per-item answers as the portable path (both go by `rules.classify` and
-`rules.earn`). Each lookup is an index probe per row on a unique or leading index (never a scan
-or hash of a whole table); the accepted records are written with one binary COPY
-(`registry.records_copy`). What depends on other batches runs under the scenario row lock the
-caller holds (`apply_items`); what does not is looked up before it is taken (`prepare`).
+Gives the same per-item answers as the portable path (both go by `rules.classify`). Each lookup
+is an index probe per row on a unique or leading index (never a scan or hash of a whole table);
+the accepted records are written with one binary COPY (`registry.records_copy`). What depends on
+other batches runs under the scenario row lock the caller holds (`apply_items`); what does not is
+looked up before it is taken (`prepare`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
-from asyncpg.exceptions import UniqueViolationError
+from asyncpg.exceptions import DeadlockDetectedError, UniqueViolationError
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from registry import records_copy, rules
+from registry import consent, records_copy, rules
 from registry.rules import Decision, Item, Locked, Terms
 
 RESIDENT_CACHE = 200_000
@@ -26,25 +26,10 @@ _residents: dict[str, int] = {}  # subject -> participant id of a resident; ids 
 
 _ONCE = "registry_record_once"
 
-# Items (as ordinals into the arrays) whose person had no active consent at occurredAt.
-_UNAUTHORIZED = """
-SELECT c.n FROM unnest($2::bigint[], $3::timestamptz[]) WITH ORDINALITY AS c(pid, at, n)
-WHERE (SELECT 1 FROM registry_scenario_authorization a
-        WHERE a.scenario_code = $1 AND a.participant_id = c.pid AND a.granted_at <= c.at
-          AND (a.revoked_at IS NULL OR c.at < a.revoked_at)
-        LIMIT 1) IS NULL
-"""
-
-# Grams already earned per (participant, day) that has any record: one probe of the
-# (scenario, day, participant) index per pair, the pairs given distinct in that index's order.
-_USED = """
-WITH u AS MATERIALIZED (
-    SELECT d.pid, d.day,
-           (SELECT SUM(r.earned_grams) FROM registry_scenario_record r
-             WHERE r.scenario_id = $1 AND r.day = d.day AND r.participant_id = d.pid) AS used
-    FROM unnest($2::date[], $3::bigint[]) AS d(day, pid)
-)
-SELECT pid, day, used FROM u WHERE used IS NOT NULL
+# Grant intervals of some people for one scenario (registry.consent reads them).
+_GRANTS = """
+SELECT participant_id, granted_at, revoked_at FROM registry_scenario_authorization
+WHERE scenario_code = $1 AND participant_id = ANY($2::bigint[])
 """
 
 _STORED = """
@@ -82,28 +67,11 @@ async def _stored(raw: Any, scenario_id: int, refs: Iterable[str]) -> set[str]:
     return {r[0] for r in await raw.fetch(_STORED, scenario_id, wanted)}
 
 
-async def _unauthorized(raw: Any, code: str, candidates: list[tuple[Item, int]]) -> set[int]:
-    if not candidates:
-        return set()
-    rows = await raw.fetch(
-        _UNAUTHORIZED, code, [pid for _, pid in candidates], [i.occurred_at for i, _ in candidates]
-    )
-    return {candidates[n - 1][0].index for (n,) in rows}
-
-
-def usage_keys(accepted: list[tuple[Item, int, int]]) -> tuple[list[date], list[int]]:
-    """The distinct (day, participant) pairs of accepted items, sorted, as two arrays."""
-    pairs = sorted({(item.day, pid) for item, pid, _ in accepted})
-    return [day for day, _ in pairs], [pid for _, pid in pairs]
-
-
-async def _used(
-    raw: Any, terms: Terms, keys: tuple[list[date], list[int]]
-) -> dict[tuple[int, date], int]:
-    if not keys[0]:
-        return {}
-    rows = await raw.fetch(_USED, terms.scenario_id, *keys)
-    return {(pid, day): int(used) for pid, day, used in rows}
+async def _grants(raw: Any, code: str, pids: list[int]) -> dict[int, list[consent.Interval]]:
+    found: dict[int, list[consent.Interval]] = {pid: [] for pid in pids}
+    for pid, granted_at, revoked_at in await raw.fetch(_GRANTS, code, pids):
+        found[pid].append((granted_at, revoked_at))
+    return found
 
 
 _INDEX_PROBES = (
@@ -116,16 +84,13 @@ _INDEX_PROBES = (
 class Prepared:
     """A batch as far as it can be taken without the scenario lock: its people, the items with
     no consent at occurredAt, and - for the issued period as read then, assuming none of its
-    externalRefs is stored - its classification and the COPY payload of its accepted items
-    (earning their computed grams until the cap is applied under the lock)."""
+    externalRefs is stored - its classification and the COPY payload of its accepted items."""
 
     residents: Mapping[str, int]
     issued_through: datetime | None
     unauthorized: set[int]
     decision: Decision
-    data: bytearray
-    earned_at: list[int]
-    usage_keys: tuple[list[date], list[int]]
+    data: bytes
 
 
 async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
@@ -134,8 +99,7 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
     None of it depends on other batches but the externalRefs they store (checked under the lock
     and by the unique constraint), and consent at occurredAt cannot change meanwhile: a grant or
     a revocation takes effect at the moment it is made, after `now`, and records are never later
-    than `now`. So only the daily usage, the stored refs of refused items and the write hold the
-    lock.
+    than `now`. So only the stored refs of refused items and the write hold the lock.
     """
     async with in_transaction() as conn, conn.acquire_connection() as raw:
         await raw.execute(_INDEX_PROBES)
@@ -144,11 +108,12 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
             "SELECT issued_through FROM registry_scenario WHERE id = $1", terms.scenario_id
         )
         candidates = rules.candidates(items, residents, now, issued_through)
-        unauthorized = await _unauthorized(raw, terms.code, candidates)
+        unauthorized = await consent.unauthorized(
+            terms.code, candidates, lambda pids: _grants(raw, terms.code, pids)
+        )
     decision = rules.classify(items, residents, now, issued_through, (), unauthorized)
-    data, earned_at = records_copy.payload(terms.scenario_id, decision.accepted, now)
-    keys = usage_keys(decision.accepted) if terms.daily_cap is not None else ([], [])
-    return Prepared(residents, issued_through, unauthorized, decision, data, earned_at, keys)
+    data = records_copy.payload(terms.scenario_id, decision.accepted, now)
+    return Prepared(residents, issued_through, unauthorized, decision, data)
 
 
 async def apply_items(
@@ -163,14 +128,14 @@ async def apply_items(
     """Finish and write one prepared batch inside `conn`'s transaction, under the lock.
 
     With `probe` every externalRef is looked up first; without it only those of refused items
-    are (a refused item whose ref is stored answers DUPLICATE), and a stored ref among the
-    accepted ones raises AlreadyStored from the write, so that the caller applies the batch
-    again with `probe` (the transaction must then be rolled back).
+    are (a refused item whose ref is stored answers DUPLICATE). A stored ref among the accepted
+    ones raises AlreadyStored from the write - a ref the lookup could not see yet, because a
+    batch running beside this one stores it, does too - and the caller applies the batch again
+    with `probe` (the transaction must then be rolled back).
     """
     issued_through = locked.issued_through
     residents, unauthorized = prepared.residents, prepared.unauthorized
-    decision, data, earned_at = prepared.decision, prepared.data, prepared.earned_at
-    keys = prepared.usage_keys
+    decision, data = prepared.decision, prepared.data
     async with conn.acquire_connection() as raw:
         # Plan for index probes, never a scan, hash or merge of a whole table, whatever the
         # statistics say (a table that grew since it was last analyzed looks empty to the
@@ -186,13 +151,7 @@ async def apply_items(
         if stored or issued_through != prepared.issued_through:
             # a resend, refused items already counted, or an issuance came between
             decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
-            data, earned_at = records_copy.payload(terms.scenario_id, decision.accepted, now)
-            if terms.daily_cap is not None:
-                keys = usage_keys(decision.accepted)
-        if terms.daily_cap is not None and decision.accepted:
-            used = await _used(raw, terms, keys)
-            clipped = rules.earn(decision.accepted, used, terms.daily_cap)
-            records_copy.set_earned(data, earned_at, decision.accepted, clipped)
+            data = records_copy.payload(terms.scenario_id, decision.accepted, now)
         if decision.accepted:
             try:
                 await raw.copy_to_table(
@@ -200,7 +159,10 @@ async def apply_items(
                     format="binary",
                 )
             except UniqueViolationError as exc:
-                if probe or exc.constraint_name != _ONCE:
+                if exc.constraint_name != _ONCE:
                     raise
+                raise AlreadyStored() from exc
+            except DeadlockDetectedError as exc:
+                # two batches beside each other storing the same refs in opposite orders
                 raise AlreadyStored() from exc
     return decision

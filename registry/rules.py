@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -16,6 +16,7 @@ from app.units import BIGINT_MAX
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 MAX_BATCH = 1000
 LOOKBACK = timedelta(days=90)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_REF = 128
 MAX_SUBJECT = 128
 _SERIAL_CODE = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
@@ -70,10 +71,10 @@ class Rejection:
 
 @dataclass
 class Decision:
-    """What a batch of items comes to: the accepted ones (item, participant id, earned grams),
-    the duplicates counted, and the refused ones."""
+    """What a batch of items comes to: the accepted ones (item, participant id), the
+    duplicates counted, and the refused ones."""
 
-    accepted: list[tuple[Item, int, int]] = field(default_factory=list)
+    accepted: list[tuple[Item, int]] = field(default_factory=list)
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
 
@@ -178,7 +179,7 @@ def item_from_json(index: int, obj: Any, grams_per_unit: int) -> Item | Rejectio
     )
 
 
-def authorized_at(intervals: list[tuple[datetime, datetime | None]], when: datetime) -> bool:
+def authorized_at(intervals: Iterable[tuple[datetime, datetime | None]], when: datetime) -> bool:
     """True when `when` falls in one grant interval: granted_at <= when < revoked_at."""
     return any(g <= when and (r is None or when < r) for g, r in intervals)
 
@@ -211,13 +212,12 @@ def classify(
     stored: Container[str],
     unauthorized: Container[int],
 ) -> Decision:
-    """Count, refuse or accept each item (given in index order); accepted ones earn their
-    computed grams (the daily cap is applied after, by `earn`).
+    """Count, refuse or accept each item (given in index order).
 
     `stored`: externalRefs already counted; `unauthorized`: indexes of items whose person had no
     active consent at occurredAt. Precedence: duplicate, then OUT_OF_PERIOD, then
     NOT_AUTHORIZED; a refused item does not use up its ref. Which items are accepted never
-    depends on the cap.
+    depends on the cap: what an accepted item earns under it is settled at issuance (`settle`).
     """
     decision = Decision()
     accepted = decision.accepted
@@ -225,7 +225,7 @@ def classify(
     seen: set[str] = set()
     earliest = now - LOOKBACK
     for item in items:
-        index, subject, _, at, ref, grams, _ = item
+        index, subject, _, at, ref, _, _ = item
         if ref in seen or ref in stored:
             decision.duplicates += 1
             continue
@@ -237,53 +237,46 @@ def classify(
             rejected.append(Rejection(index, NOT_AUTHORIZED, MESSAGES[NOT_AUTHORIZED]))
             continue
         seen.add(ref)
-        accepted.append((item, pid, grams))
+        accepted.append((item, pid))
     return decision
 
 
-def earn(
-    accepted: list[tuple[Item, int, int]],
-    used: Mapping[tuple[int, date], int],
+def settle(
+    records: Iterable[tuple[int, int, date, int]],
+    prior: Mapping[tuple[int, date], int],
     daily_cap: int | None,
-) -> list[int]:
-    """Positions in `accepted` whose earned grams the daily cap clipped; clips them in place.
+) -> dict[int, int]:
+    """The earned grams of records being issued: record id -> grams, under the daily cap.
 
-    Items earn in index order what is left of the cap for their (participant, day), given the
-    grams `used` before the batch.
+    `records` are (id, participant id, day, computed grams); they earn in id order (the order
+    they were accepted in) what is left of the cap for their (participant, day), after the
+    grams `prior` issuances already credited for that pair.
     """
-    clipped: list[int] = []
-    if daily_cap is None:
-        return clipped
+    earned: dict[int, int] = {}
     spent: dict[tuple[int, date], int] = {}
-    for n, (item, pid, grams) in enumerate(accepted):
-        key = (pid, item.day)
-        before = spent[key] if key in spent else used.get(key, 0)
-        left = daily_cap - before
-        if grams > left:
-            grams = left if left > 0 else 0
-            accepted[n] = (item, pid, grams)
-            clipped.append(n)
+    for record_id, pid, day, grams in sorted(records):
+        key = (pid, day)
+        before = spent[key] if key in spent else prior.get(key, 0)
+        if daily_cap is not None:
+            left = daily_cap - before
+            grams = min(grams, left) if left > 0 else 0
+        earned[record_id] = grams
         spent[key] = before + grams
-    return clipped
+    return earned
 
 
-def decide(
-    items: Sequence[Item],
-    participants: Mapping[str, int],
-    now: datetime,
-    issued_through: datetime | None,
-    daily_cap: int | None,
-    stored: Container[str],
-    unauthorized: Container[int],
-    used: Mapping[tuple[int, date], int],
-) -> Decision:
-    """`classify`, then `earn`: the whole answer to a batch, accepted items with earned grams.
+def period_start(issued_through: datetime | None) -> datetime:
+    """The earliest instant an issuance after `issued_through` has to read records from.
 
-    `used`: grams already earned per (participant, day) before the batch.
+    That is the start of the Shanghai day holding `issued_through`: the records of that day
+    issued before count against the cap of those issued after. A record is never created before
+    it occurred, so its `created_at` is bounded by the same instant. With nothing issued yet,
+    every record of the scenario counts: EPOCH is before any of them.
     """
-    decision = classify(items, participants, now, issued_through, stored, unauthorized)
-    earn(decision.accepted, used, daily_cap)
-    return decision
+    if issued_through is None:
+        return EPOCH
+    local = issued_through.astimezone(SHANGHAI)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
 def serial_prefix(scenario_code: str, scenario_id: int, vintage: int, sequence: int) -> str:

@@ -17,6 +17,7 @@ from tests.records_support import (
     add_resident,
     ago,
     answers,
+    issue,
     make_world,
     record,
     shanghai_noon,
@@ -97,7 +98,11 @@ async def test_streaming_gives_the_same_answers_and_records_as_the_batch_mutatio
                                       (9, "OUT_OF_PERIOD"), (10, "OUT_OF_PERIOD"),
                                       (11, "INVALID_INPUT"), (12, "NOT_AUTHORIZED")])
     assert await _stored(via_stream) == await _stored(via_graphql)
+    for world in (via_graphql, via_stream):
+        assert (await issue(client, world.code, ago(minutes=1)))["userErrors"] == []
+    assert await _stored(via_stream) == await _stored(via_graphql)
     assert (await _stored(via_stream))["r2"] == (500, 92)
+    assert (await _stored(via_stream))["r14"] == (1200, 899)  # b earned 101 g earlier that day
 
     # Again, now with everything already counted: duplicates and the same rejections, both ways.
     again_graphql = await submit(client, via_graphql, _mixed_batch(via_graphql))
@@ -182,6 +187,7 @@ async def test_concurrent_streams_never_exceed_the_daily_cap(client):
     responses = await asyncio.gather(*(stream(client, world, b) for b in bodies))
     assert all(r.status_code == 200 for r in responses)
     assert sum(r.json()["accepted"] for r in responses) == 12
+    assert (await issue(client, world.code, noon + timedelta(minutes=5)))["userErrors"] == []
     stored = await _stored(world)
     assert sum(e for _, e in stored.values()) == 1000
     assert await _earned_on(world, who, noon) == 1000

@@ -177,3 +177,27 @@ async def test_recipients_are_told_their_account_changed(client):
         await flush_notices()
         async with asyncio.timeout(10):  # a hang guard, not a latency assertion
             assert await listener.next() == "changed"
+
+
+async def test_a_period_ending_within_a_day_leaves_the_rest_of_its_cap_to_the_next(client):
+    world = await make_world(residents=1, grams_per_unit=100, cap=1000)
+    who = world.subjects[0]
+    noon = shanghai_noon(3)
+    first = [record(who, 4, noon, "m1"), record(who, 3, noon + timedelta(minutes=1), "m2")]
+    assert answers(await submit(client, world, first)) == (2, 0, [])
+    issued = await issue(client, world.code, noon + timedelta(minutes=30))
+    assert issued["issuance"]["totalGrams"] == "700"
+    later = [record(who, 2, noon + timedelta(hours=1), "m3"),   # 200 of the 300 left
+             record(who, 2, noon + timedelta(hours=2), "m4"),   # the last 100
+             record(who, 2, noon + timedelta(hours=3), "m5"),   # nothing left
+             record(who, 2, noon + timedelta(days=1), "m6")]    # the next day: a new cap
+    assert answers(await submit(client, world, later)) == (4, 0, [])
+    second = await issue(client, world.code, noon + timedelta(days=1, hours=1))
+    assert second["issuance"]["totalGrams"] == "500"
+    row = await Issuance.get(serial_prefix=second["issuance"]["serialPrefix"])
+    assert row.records == 3
+    earned = dict(await ScenarioRecord.filter(scenario_id=world.scenario_id).values_list(
+        "external_ref", "earned_grams"))
+    assert earned == {"m1": 400, "m2": 300, "m3": 200, "m4": 100, "m5": 0, "m6": 200}
+    assert await _grams(world.residents[who]) == 1200
+    assert (await verify()).ok

@@ -5,10 +5,19 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from registry.models import ScenarioRecord
+from registry.models import Issuance, ScenarioRecord
 from registry.rules import shanghai_day
 from tests.helpers import credit_code, error_codes, op, token, unique
-from tests.records_support import add_resident, ago, answers, make_world, record, shanghai_noon, submit
+from tests.records_support import (
+    add_resident,
+    ago,
+    answers,
+    issue,
+    make_world,
+    record,
+    shanghai_noon,
+    submit,
+)
 
 
 async def _stored(world) -> dict[str, tuple[int, int]]:
@@ -26,7 +35,7 @@ async def _earned_on(world, who: str, moment) -> int:
     return sum(earned)
 
 
-async def test_records_earn_exact_floor_grams_and_the_cap_clips(client):
+async def test_records_earn_exact_floor_grams_and_the_cap_clips_at_issuance(client):
     world = await make_world(residents=1, grams_per_unit=100, cap=1000)
     who = world.subjects[0]
     when = [shanghai_noon(1) + timedelta(minutes=m) for m in (1, 2, 3)]
@@ -38,12 +47,15 @@ async def test_records_earn_exact_floor_grams_and_the_cap_clips(client):
     payload = await submit(client, world, batch)
     assert answers(payload) == (3, 0, [])
     assert payload["userErrors"] == []
-    assert await _stored(world) == {"a": (230, 230), "b": (678, 678), "c": (500, 92)}
-    assert await _earned_on(world, who, when[0]) == 1000
-
     more = await submit(client, world, [record(who, 1, when[2] + timedelta(seconds=5), "d")])
-    assert answers(more) == (1, 0, [])
-    assert (await _stored(world))["d"] == (100, 0)  # accepted, earns nothing: the cap is spent
+    assert answers(more) == (1, 0, [])  # accepted: a cap clips, it never refuses
+
+    issued = await issue(client, world.code, when[2] + timedelta(minutes=1))
+    assert issued["issuance"]["totalGrams"] == "1000"
+    row = await Issuance.get(serial_prefix=issued["issuance"]["serialPrefix"])
+    assert row.records == 3  # "d" earns nothing: the cap is spent
+    assert await _stored(world) == {"a": (230, 230), "b": (678, 678), "c": (500, 92), "d": (100, 0)}
+    assert await _earned_on(world, who, when[0]) == 1000
 
 
 async def test_an_external_ref_counts_once_within_a_batch_and_forever(client):
@@ -143,6 +155,8 @@ async def test_concurrent_batches_never_exceed_the_daily_cap(client):
                for i in range(6)]
     results = await asyncio.gather(*(submit(client, world, b) for b in batches))
     assert sum(r["accepted"] for r in results) == 12
+    issued = await issue(client, world.code, when + timedelta(minutes=5))
+    assert issued["issuance"]["totalGrams"] == "1000"
     stored = await _stored(world)
     assert sum(earned for _, earned in stored.values()) == 1000
     assert all(computed == 300 for computed, _ in stored.values())
@@ -202,3 +216,21 @@ async def test_every_known_resident_counts_when_the_resident_cache_empties(clien
         == (2, 0, [])
     both = await submit(client, world, [record(a, 1, ago(hours=4)), record(c, 1, ago(hours=3))])
     assert answers(both) == (2, 0, [])
+
+
+async def test_concurrent_batches_sharing_refs_count_each_ref_once(client):
+    """Batches run side by side (they only share the scenario row): refs sent by several at
+    once, in opposite orders, are each counted once, and every other copy is a duplicate."""
+    world = await make_world(residents=2, cap=None)
+    a, b = world.subjects
+    refs = [f"shared-{n}" for n in range(20)]
+    batches = []
+    for i in range(6):
+        order = refs if i % 2 == 0 else refs[::-1]
+        batches.append([record(a if n % 2 else b, 1, ago(hours=1, minutes=n), ref)
+                        for n, ref in enumerate(order)] + [record(a, 1, ago(hours=2), f"own-{i}")])
+    results = await asyncio.gather(*(submit(client, world, batch) for batch in batches))
+    assert all(r["userErrors"] == [] and r["rejected"] == [] for r in results)
+    assert sum(r["accepted"] for r in results) == 20 + 6
+    assert sum(r["duplicates"] for r in results) == 5 * 20
+    assert sorted(await _stored(world)) == sorted(refs + [f"own-{i}" for i in range(6)])

@@ -98,20 +98,21 @@ def test_refusals_take_precedence_in_order_and_do_not_use_up_a_ref():
     assert decision.duplicates == 2
     assert [(r.index, r.code) for r in decision.rejected] == [
         (1, "OUT_OF_PERIOD"), (2, "NOT_AUTHORIZED"), (3, "NOT_AUTHORIZED")]
-    assert [(item.index, pid, grams) for item, pid, grams in decision.accepted] == [(4, 1, 100)]
+    assert [(item.index, pid) for item, pid in decision.accepted] == [(4, 1)]
 
 
-def test_the_cap_clips_to_what_is_left():
-    at = NOW - timedelta(hours=1)
-    day = rules.shanghai_day(at)
-    accepted = [(_item(0, at, 500), 1, 500), (_item(1, at, 500), 1, 500), (_item(2, at, 500), 2, 500)]
-    assert rules.earn(accepted, {(1, day): 408}, 1000) == [1]
-    assert [grams for _, _, grams in accepted] == [500, 92, 500]
-    assert rules.earn(accepted, {(1, day): 1000}, 1000) == [0, 1]
-    assert [grams for _, _, grams in accepted] == [0, 0, 500]
-    unclipped = [(_item(0, at, 500), 1, 500)]
-    assert rules.earn(unclipped, {(1, day): 10**6}, None) == []
-    assert unclipped[0][2] == 500
+def test_the_cap_leaves_records_in_id_order_what_is_left_of_their_day():
+    day, other = date(2026, 11, 19), date(2026, 11, 20)
+    records = [(12, 1, day, 500), (10, 1, day, 500), (11, 2, day, 500), (13, 1, other, 700)]
+    assert rules.settle(records, {(1, day): 408}, 1000) == {10: 500, 11: 500, 12: 92, 13: 700}
+    assert rules.settle(records, {(1, day): 1000}, 1000) == {10: 0, 11: 500, 12: 0, 13: 700}
+    assert rules.settle(records, {(1, day): 10**6}, None) == {10: 500, 11: 500, 12: 500, 13: 700}
+
+
+def test_an_issuance_reads_from_the_start_of_the_shanghai_day_of_the_last_one():
+    issued_through = datetime(2026, 11, 19, 17, 30, tzinfo=UTC)  # 01:30 on the 20th in Shanghai
+    assert rules.period_start(issued_through) == datetime(2026, 11, 19, 16, 0, tzinfo=UTC)
+    assert rules.period_start(None) == rules.EPOCH
 
 
 def test_authorization_intervals_are_half_open():

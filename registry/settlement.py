@@ -1,0 +1,153 @@
+"""What the records of an issuance earn: the daily cap settled, and each resident's total.
+
+An issuance takes the records of its scenario that occurred in (issued_through, periodEnd]. Each
+earns, in the order records were accepted (id order), what is left of the daily cap for its
+(person, Shanghai day) after the earlier ones of that day, those of earlier issuances included
+(a period may end within a day). Records are stored earning their computed grams; only those the
+cap clips are rewritten, so an issuance of a million records rewrites only the few over a cap.
+
+On PostgreSQL one statement groups the records by (person, day), totals each person and names
+the days the cap clips; a second settles the records of those days alone, record by record. On
+SQLite the records are settled in Python by `rules.settle`; both give the same figures.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from app.db import dialect
+from registry import rules
+from registry.models import ScenarioRecord
+
+# $1 scenario, $2 period end, $3 issued_through (or EPOCH), $4 where to read from, $5 daily cap
+_TOTALS = """
+WITH g AS (
+    SELECT participant_id AS pid, day,
+           COALESCE(SUM(earned_grams) FILTER (WHERE occurred_at <= $3), 0)::bigint AS prior,
+           COALESCE(SUM(computed_grams) FILTER (WHERE occurred_at > $3), 0)::bigint AS fresh,
+           COUNT(*) FILTER (WHERE occurred_at > $3 AND computed_grams > 0) AS records
+    FROM registry_scenario_record
+    WHERE scenario_id = $1 AND created_at >= $4 AND occurred_at >= $4 AND occurred_at <= $2
+    GROUP BY participant_id, day
+),
+e AS (
+    SELECT pid, day, prior, fresh, records,
+           CASE WHEN $5::bigint IS NULL THEN fresh ELSE LEAST(fresh, GREATEST($5 - prior, 0)) END AS grams
+    FROM g
+)
+SELECT pid, SUM(grams) AS grams, SUM(records) AS records,
+       array_agg(day) FILTER (WHERE grams < fresh) AS days,
+       array_agg(prior) FILTER (WHERE grams < fresh) AS priors
+FROM e GROUP BY pid HAVING SUM(fresh) > 0 ORDER BY pid
+"""
+
+# The records of the clipped (person, day) pairs ($6, $7, with $8 granted before), settled in id
+# order and rewritten; per person, how many earn nothing though they computed grams.
+_SETTLE = """
+WITH k AS (SELECT * FROM unnest($6::bigint[], $7::date[], $8::bigint[]) AS k(pid, day, prior)),
+x AS (
+    SELECT r.id, r.participant_id AS pid, r.computed_grams AS computed, r.earned_grams AS earned,
+           GREATEST(0, LEAST(r.computed_grams, $5 - k.prior - COALESCE(SUM(r.computed_grams) OVER (
+               PARTITION BY r.participant_id, r.day ORDER BY r.id
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS final
+    FROM registry_scenario_record r JOIN k ON k.pid = r.participant_id AND k.day = r.day
+    WHERE r.scenario_id = $1 AND r.created_at >= $4 AND r.occurred_at > $3 AND r.occurred_at <= $2
+),
+u AS (
+    UPDATE registry_scenario_record t SET earned_grams = x.final FROM x
+    WHERE t.id = x.id AND x.final <> x.earned
+)
+SELECT pid, COUNT(*) AS nothing FROM x WHERE final = 0 AND computed > 0 GROUP BY pid
+"""
+
+
+@dataclass(frozen=True)
+class Total:
+    """What one resident receives from an issuance, and from how many records."""
+
+    participant_id: int
+    grams: int
+    records: int
+
+
+async def settle_period(
+    conn: BaseDBAsyncClient,
+    scenario_id: int,
+    issued_through: datetime | None,
+    period_end: datetime,
+    daily_cap: int | None,
+) -> list[Total]:
+    """Settle the daily cap of the records in (issued_through, period_end]; each resident's
+    total (those with grams only), in participant order. Inside `conn`'s transaction."""
+    after = issued_through or rules.EPOCH
+    start = rules.period_start(issued_through)
+    if dialect() == "postgres":
+        return await _settle_sql(conn, scenario_id, after, period_end, start, daily_cap)
+    return await _settle_python(conn, scenario_id, after, period_end, start, daily_cap)
+
+
+async def _settle_sql(
+    conn: BaseDBAsyncClient,
+    scenario_id: int,
+    after: datetime,
+    period_end: datetime,
+    start: datetime,
+    daily_cap: int | None,
+) -> list[Total]:
+    bounds = (scenario_id, period_end, after, start, daily_cap)
+    async with conn.acquire_connection() as raw:
+        rows = await raw.fetch(_TOTALS, *bounds)
+        nothing: dict[int, int] = {}
+        clipped = [r for r in rows if r["days"]]
+        if clipped:
+            pids = [r["pid"] for r in clipped for _ in r["days"]]
+            days = [day for r in clipped for day in r["days"]]
+            priors = [prior for r in clipped for prior in r["priors"]]
+            settled = await raw.fetch(_SETTLE, *bounds, pids, days, priors)
+            nothing = {r["pid"]: r["nothing"] for r in settled}
+    return [
+        Total(r["pid"], int(r["grams"]), int(r["records"]) - nothing.get(r["pid"], 0))
+        for r in rows
+        if r["grams"] > 0
+    ]
+
+
+async def _settle_python(
+    conn: BaseDBAsyncClient,
+    scenario_id: int,
+    after: datetime,
+    period_end: datetime,
+    start: datetime,
+    daily_cap: int | None,
+) -> list[Total]:
+    rows = await (
+        ScenarioRecord.filter(
+            scenario_id=scenario_id, created_at__gte=start, occurred_at__gte=start,
+            occurred_at__lte=period_end,
+        )
+        .using_db(conn)
+        .values_list("id", "participant_id", "day", "computed_grams", "earned_grams", "occurred_at")
+    )
+    prior: dict[tuple[int, date], int] = defaultdict(int)
+    fresh = []
+    for record_id, pid, day, computed, earned, occurred_at in rows:
+        if occurred_at <= after:
+            prior[(pid, day)] += earned
+        else:
+            fresh.append((record_id, pid, day, computed))
+    settled = rules.settle(fresh, prior, daily_cap)
+    earned_before = {record_id: earned for record_id, _, _, _, earned, _ in rows}
+    grams: dict[int, int] = defaultdict(int)
+    records: dict[int, int] = defaultdict(int)
+    for record_id, pid, _, _ in fresh:
+        earned = settled[record_id]
+        if earned != earned_before[record_id]:
+            await ScenarioRecord.filter(id=record_id).using_db(conn).update(earned_grams=earned)
+        if earned > 0:
+            grams[pid] += earned
+            records[pid] += 1
+    return [Total(pid, grams[pid], records[pid]) for pid in sorted(grams)]
