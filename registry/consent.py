@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from registry.rules import Item, authorized_at
+from registry.rules import Item, authorized_at, period_bounds
 
 Interval = tuple[datetime, datetime | None]
 Lookup = Callable[[list[int]], Awaitable[Mapping[int, Sequence[Interval]]]]
@@ -22,8 +22,10 @@ Lookup = Callable[[list[int]], Awaitable[Mapping[int, Sequence[Interval]]]]
 MARGIN = timedelta(seconds=60)
 CAPACITY = 200_000  # people remembered by one process, over all scenarios
 
-# scenario code -> participant id -> (the instant the intervals answer up to, the intervals)
-_memory: dict[str, dict[int, tuple[datetime, tuple[Interval, ...]]]] = {}
+# scenario code -> participant id -> (the instant the entry answers up to, then the one grant
+# interval's start and end, or None, None and all the intervals when there are several or none)
+Entry = tuple[datetime, datetime | None, datetime | None, tuple[Interval, ...] | None]
+_memory: dict[str, dict[int, Entry]] = {}
 _size = 0
 
 
@@ -42,27 +44,47 @@ def _remember(code: str, found: Mapping[int, Sequence[Interval]], until: datetim
     for pid, intervals in found.items():
         if pid not in known:
             _size += 1
-        known[pid] = (until, tuple(intervals))
+        if len(intervals) == 1:
+            known[pid] = (until, intervals[0][0], intervals[0][1], None)
+        else:
+            known[pid] = (until, None, None, tuple(intervals))
 
 
-async def unauthorized(code: str, candidates: Sequence[tuple[Item, int]], lookup: Lookup) -> set[int]:
-    """Indexes of the candidate (item, participant id) pairs whose person had no active consent
-    to scenario `code` at the item's occurredAt; `lookup` reads the intervals of the people the
-    memory cannot answer for."""
+async def unauthorized(
+    code: str,
+    items: Sequence[Item],
+    residents: Mapping[str, int],
+    now: datetime,
+    issued_through: datetime | None,
+    lookup: Lookup,
+) -> set[int]:
+    """Indexes of the items in period, of known residents, whose person had no active consent
+    to scenario `code` at occurredAt; `lookup` reads the intervals of the people the memory
+    cannot answer for. (Items out of period or of unknown people are refused otherwise.)"""
     known = _memory.get(code, {})
-    missing: set[int] = set()
-    for item, pid in candidates:
-        entry = known.get(pid)
-        if entry is None or item.occurred_at >= entry[0]:
-            missing.add(pid)
-    fresh: Mapping[int, Sequence[Interval]] = {}
-    if missing:
-        read_at = datetime.now(UTC)
-        fresh = await lookup(sorted(missing))
-        _remember(code, fresh, read_at - MARGIN)
+    low, high = period_bounds(now, issued_through)
     refused: set[int] = set()
-    for item, pid in candidates:
-        intervals = fresh[pid] if pid in fresh else known[pid][1]
-        if not authorized_at(intervals, item.occurred_at):
-            refused.add(item.index)
+    pending: list[tuple[Item, int]] = []
+    for item in items:
+        at = item[3]
+        if not low <= at <= high:
+            continue
+        pid = residents.get(item[1])
+        if pid is None:
+            continue
+        entry = known.get(pid)
+        if entry is None or at >= entry[0]:
+            pending.append((item, pid))
+            continue
+        _, granted, revoked, several = entry
+        if several is None:
+            if at < granted or (revoked is not None and at >= revoked):  # type: ignore[operator]
+                refused.add(item[0])
+        elif not authorized_at(several, at):
+            refused.add(item[0])
+    if pending:
+        read_at = datetime.now(UTC)
+        fresh = await lookup(sorted({pid for _, pid in pending}))
+        _remember(code, fresh, read_at - MARGIN)
+        refused.update(item[0] for item, pid in pending if not authorized_at(fresh[pid], item[3]))
     return refused

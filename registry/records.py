@@ -170,9 +170,9 @@ async def apply_items(
     """The portable path: look everything up with the ORM, decide, insert the accepted records."""
     seen = await _stored_refs(conn, terms.scenario_id, {i.external_ref for i in items})
     residents = await _residents(conn, (i.subject for i in items))
-    candidates = rules.candidates(items, residents, now, locked.issued_through)
     unauthorized = await consent.unauthorized(
-        terms.code, candidates, lambda pids: active_authorizations(terms.code, pids)
+        terms.code, items, residents, now, locked.issued_through,
+        lambda pids: active_authorizations(terms.code, pids),
     )
     decision = rules.classify(items, residents, now, locked.issued_through, seen, unauthorized)
     records = [

@@ -107,9 +107,8 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
         issued_through = await raw.fetchval(
             "SELECT issued_through FROM registry_scenario WHERE id = $1", terms.scenario_id
         )
-        candidates = rules.candidates(items, residents, now, issued_through)
         unauthorized = await consent.unauthorized(
-            terms.code, candidates, lambda pids: _grants(raw, terms.code, pids)
+            terms.code, items, residents, now, issued_through, lambda pids: _grants(raw, terms.code, pids)
         )
     decision = rules.classify(items, residents, now, issued_through, (), unauthorized)
     data = records_copy.payload(terms.scenario_id, decision.accepted, now)

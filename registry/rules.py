@@ -17,6 +17,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 MAX_BATCH = 1000
 LOOKBACK = timedelta(days=90)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 MAX_REF = 128
 MAX_SUBJECT = 128
 _SERIAL_CODE = re.compile(r"[A-Z0-9]+(?:-[A-Z0-9]+)*")
@@ -184,24 +185,13 @@ def authorized_at(intervals: Iterable[tuple[datetime, datetime | None]], when: d
     return any(g <= when and (r is None or when < r) for g, r in intervals)
 
 
-def candidates(
-    items: Sequence[Item],
-    participants: Mapping[str, int],
-    now: datetime,
-    issued_through: datetime | None,
-) -> list[tuple[Item, int]]:
-    """Items in period whose person is known, with the participant id: the ones whose consent
-    and daily usage have to be looked up."""
-    earliest = now - LOOKBACK
-    found = []
-    for item in items:
-        at = item.occurred_at
-        if at > now or at < earliest or (issued_through is not None and at <= issued_through):
-            continue
-        pid = participants.get(item.subject)
-        if pid is not None:
-            found.append((item, pid))
-    return found
+def period_bounds(now: datetime, issued_through: datetime | None) -> tuple[datetime, datetime]:
+    """(low, high): an item is in period when low <= occurredAt <= high - not in the future,
+    not older than LOOKBACK, and after the issued period (instants are whole microseconds)."""
+    low = now - LOOKBACK
+    if issued_through is not None and issued_through >= low:
+        low = issued_through + _MICROSECOND
+    return low, now
 
 
 def classify(
@@ -223,21 +213,22 @@ def classify(
     accepted = decision.accepted
     rejected = decision.rejected
     seen: set[str] = set()
-    earliest = now - LOOKBACK
+    low, high = period_bounds(now, issued_through)
+    duplicates = 0
     for item in items:
         index, subject, _, at, ref, _, _ = item
         if ref in seen or ref in stored:
-            decision.duplicates += 1
-            continue
-        if at > now or at < earliest or (issued_through is not None and at <= issued_through):
+            duplicates += 1
+        elif not low <= at <= high:
             rejected.append(Rejection(index, OUT_OF_PERIOD, MESSAGES[OUT_OF_PERIOD]))
-            continue
-        pid = participants.get(subject)
-        if pid is None or index in unauthorized:
-            rejected.append(Rejection(index, NOT_AUTHORIZED, MESSAGES[NOT_AUTHORIZED]))
-            continue
-        seen.add(ref)
-        accepted.append((item, pid))
+        else:
+            pid = participants.get(subject)
+            if pid is None or index in unauthorized:
+                rejected.append(Rejection(index, NOT_AUTHORIZED, MESSAGES[NOT_AUTHORIZED]))
+            else:
+                seen.add(ref)
+                accepted.append((item, pid))
+    decision.duplicates = duplicates
     return decision
 
 
