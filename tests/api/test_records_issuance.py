@@ -201,3 +201,33 @@ async def test_a_period_ending_within_a_day_leaves_the_rest_of_its_cap_to_the_ne
     assert earned == {"m1": 400, "m2": 300, "m3": 200, "m4": 100, "m5": 0, "m6": 200}
     assert await _grams(world.residents[who]) == 1200
     assert (await verify()).ok
+
+
+async def test_batches_and_an_issuance_at_once_issue_every_record_of_the_period_once(client):
+    """Batches run side by side and an issuance waits for those under way: each record of the
+    period is either in the issuance or refused as OUT_OF_PERIOD, never stored and left out."""
+    world = await make_world(residents=3, grams_per_unit=100, cap=None)
+    people = world.subjects
+    period_end = ago(minutes=30)
+    assert answers(await submit(client, world, [record(people[0], 1, ago(hours=2), "first")])) \
+        == (1, 0, [])
+    batches = [
+        [record(people[(i + j) % 3], 1 + j, ago(hours=1, minutes=j) if j % 2 else ago(minutes=j),
+                f"b{i}-{j}") for j in range(10)]
+        for i in range(6)
+    ]
+    *answered, issued = await asyncio.gather(
+        *(submit(client, world, batch) for batch in batches), issue(client, world.code, period_end))
+    assert issued["userErrors"] == []
+    for payload in answered:
+        assert payload["accepted"] + len(payload["rejected"]) == 10
+        assert {r["code"] for r in payload["rejected"]} <= {"OUT_OF_PERIOD"}
+    stored = await ScenarioRecord.filter(scenario_id=world.scenario_id, occurred_at__lte=period_end) \
+        .values_list("computed_grams", flat=True)
+    assert int(issued["issuance"]["totalGrams"]) == sum(stored)
+    later = await issue(client, world.code, ago(seconds=0))
+    assert later["userErrors"] == []
+    everything = await ScenarioRecord.filter(scenario_id=world.scenario_id).values_list(
+        "computed_grams", flat=True)
+    assert int(issued["issuance"]["totalGrams"]) + int(later["issuance"]["totalGrams"]) == sum(everything)
+    assert (await verify()).ok
