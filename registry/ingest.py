@@ -136,7 +136,7 @@ class LineParser:
             moment = datetime.fromisoformat(at)
         except ValueError:
             return None
-        if moment.tzinfo is None or moment.utcoffset() is None:
+        if moment.tzinfo is None:  # fromisoformat gives a fixed offset or none
             return None
         moment = moment.astimezone(UTC)
         return Item(index, subject, known[0], moment, ref, known[1], self._day(moment))

@@ -43,21 +43,27 @@ class AlreadyStored(Exception):
     """A batch written on the assumption that none of its externalRefs was stored met one."""
 
 
-async def _resident_ids(raw: Any, subjects: set[str]) -> dict[str, int]:
-    """Participant ids of residents by subject: this process's cache, then one query."""
-    missing = [subject for subject in subjects if subject not in _residents]
+async def _resident_ids(raw: Any, subjects: set[str]) -> Mapping[str, int]:
+    """Participant ids of residents by subject: this process's cache, then one query.
+
+    The answer is the cache itself, to be read only. A full cache is replaced by a new one,
+    never emptied in place, so an answer already handed out keeps every subject it was asked for
+    while other batches go on.
+    """
+    global _residents
+    known = _residents
+    missing = subjects - known.keys()
     if missing:
-        if len(_residents) + len(missing) > RESIDENT_CACHE:
-            _residents.clear()
-            missing = list(subjects)
+        if len(known) + len(missing) > RESIDENT_CACHE:
+            known = _residents = {}
+            missing = subjects
         rows = await raw.fetch(
             "SELECT subject, id FROM participant"
             " WHERE kind = 'individual' AND subject = ANY($1::text[])",
-            missing,
+            list(missing),
         )
-        _residents.update((r["subject"], r["id"]) for r in rows)
-    # This batch's own answer: the shared cache may be emptied by another batch meanwhile.
-    return {subject: _residents[subject] for subject in subjects if subject in _residents}
+        known.update((r["subject"], r["id"]) for r in rows)
+    return known
 
 
 async def _stored(raw: Any, scenario_id: int, refs: Iterable[str]) -> set[str]:
@@ -103,7 +109,7 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
     """
     async with in_transaction() as conn, conn.acquire_connection() as raw:
         await raw.execute(_INDEX_PROBES)
-        residents = await _resident_ids(raw, {i.subject for i in items})
+        residents = await _resident_ids(raw, {i[1] for i in items})
         issued_through = await raw.fetchval(
             "SELECT issued_through FROM registry_scenario WHERE id = $1", terms.scenario_id
         )
