@@ -24,8 +24,10 @@ from app.events import account_changed
 from app.idempotency import claim
 from app.ledger.bulk import holder_accounts, issue_lot
 from app.ledger.models import Asset, Lot
+from app.units import BIGINT_MAX
 from registry import rules
 from registry.models import Issuance, Methodology, Scenario, ScenarioStatus
+from registry.records import hold_scenario
 from registry.settlement import settle_period
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,11 @@ async def issue_scenario_reductions(
         if claimed.replay:
             issuance = await Issuance.get(id=claimed.result["issuance_id"]).using_db(conn)
             return Issued(issuance, scenario_code)
-        scenario = await Scenario.filter(code=scenario_code).select_for_update().using_db(conn).first()
+        found = await Scenario.filter(code=scenario_code).using_db(conn).only("id").first()
+        if found is None:
+            raise NotFound("No such scenario.", "scenarioCode")
+        await hold_scenario(conn, found.id, exclusive=True)  # batches under way finish first
+        scenario = await Scenario.filter(id=found.id).select_for_update().using_db(conn).first()
         if scenario is None:
             raise NotFound("No such scenario.", "scenarioCode")
         if scenario.status != ScenarioStatus.PUBLISHED:
@@ -76,6 +82,10 @@ async def issue_scenario_reductions(
             conn, scenario.id, scenario.issued_through, period_end, methodology.daily_cap_grams
         )
         totals = [(t.participant_id, t.grams, t.records) for t in settled]
+        if any(grams > BIGINT_MAX for _, grams, _ in totals):
+            raise InvalidState(
+                "A resident would receive more grams than an account can hold; issue a shorter"
+                " period.", "periodEnd")
         if not totals:
             raise InvalidState("There are no accepted, unissued records up to periodEnd.", "periodEnd")
         total_grams = sum(g for _, g, _ in totals)

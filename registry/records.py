@@ -35,7 +35,7 @@ from registry.rules import Decision, Item, Locked, Outcome, Rejection, Terms
 log = logging.getLogger(__name__)
 
 _IN_CHUNK = 900  # bound parameters per IN (...) query, under SQLite's limit
-MAX_ATTEMPTS = 8  # a batch meeting refs that batches beside it store: each retry sees them
+MAX_ATTEMPTS = 8  # a batch that deadlocks with batches beside it storing the same refs
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,26 @@ async def scenario_terms(principal: Principal, scenario_code: str) -> Terms:
 
 
 _SHARE = "SELECT status, issued_through FROM registry_scenario WHERE id = $1 FOR SHARE"
+# A scenario's batches hold this lock shared, its issuances exclusive. Unlike row locks, it
+# queues in arrival order: a batch that comes while an issuance waits waits behind it, so a
+# steady stream of batches cannot hold an issuance off.
+_ADVISORY = (
+    "SELECT pg_advisory_xact_lock{mode}(hashtext('registry_scenario'), ($1::bigint & 2147483647)::int)"
+)
+
+
+async def hold_scenario(conn: BaseDBAsyncClient, scenario_id: int, exclusive: bool) -> None:
+    """Queue for the scenario's records lock until the transaction ends: shared for a batch,
+    exclusive for an issuance (PostgreSQL; SQLite runs one transaction at a time)."""
+    if dialect() == "postgres":
+        await conn.execute_query(_ADVISORY.format(mode="" if exclusive else "_shared"), [scenario_id])
 
 
 async def lock_scenario(conn: BaseDBAsyncClient, terms: Terms) -> Locked:
-    """Hold the scenario row in share mode for this transaction; refuse when it is no longer
-    published. (SQLite runs one transaction at a time.)"""
+    """Hold the scenario for this transaction (its records lock shared, then its row in share
+    mode); refuse when it is no longer published. (SQLite runs one transaction at a time.)"""
     if dialect() == "postgres":
+        await hold_scenario(conn, terms.scenario_id, exclusive=False)
         rows = await conn.execute_query_dict(_SHARE, [terms.scenario_id])
     else:
         rows = await Scenario.filter(id=terms.scenario_id).using_db(conn).values("status", "issued_through")
@@ -104,29 +118,31 @@ async def apply_batch(terms: Terms, entries: list[Item | Rejection], now: dateti
 
     On PostgreSQL the batch is first written assuming none of its externalRefs is stored yet (a
     resend is rare), which spares a lookup per record; when one was, the unique constraint
-    refuses the write, the transaction rolls back, and the batch is applied again with every
-    externalRef looked up - again if a batch beside it stored one of its refs meanwhile. Both
-    give the same answer.
+    refuses the write, the transaction rolls back, and the batch is applied again, skipping the
+    refs stored by then (`records_sql.apply_items`). Only a deadlock with batches beside it
+    storing the same refs sends it round again. Both backends give the same answer.
     """
     items = [e for e in entries if isinstance(e, Item)]
     postgres = dialect() == "postgres"
-    attempt = 0
-    while True:
+    for attempt in range(MAX_ATTEMPTS):
         try:
-            decision = await _apply(terms, items, now, postgres, probe=attempt > 0 or not postgres)
+            decision = await _apply(terms, items, now, postgres, retry=attempt > 0)
             break
         except AlreadyStored:
-            attempt += 1
-            if attempt > MAX_ATTEMPTS:
-                raise
             log.info("batch of %s met refs stored meanwhile; applying it again", terms.code)
+    else:
+        raise InvalidState(
+            "Other batches kept storing this batch's externalRefs at the same time; nothing of"
+            " it was stored. Send it again.",
+            "records",
+        )
     rejected = decision.rejected + [e for e in entries if isinstance(e, Rejection)]
     rejected.sort(key=lambda r: r.index)
     return Outcome(len(decision.accepted), decision.duplicates, rejected)
 
 
 async def _apply(
-    terms: Terms, items: list[Item], now: datetime, postgres: bool, probe: bool
+    terms: Terms, items: list[Item], now: datetime, postgres: bool, retry: bool
 ) -> Decision:
     prepared = await records_sql.prepare(terms, items, now) if postgres and items else None
     async with in_transaction() as conn:
@@ -134,7 +150,7 @@ async def _apply(
         if not items:
             return Decision()
         if prepared is not None:
-            return await records_sql.apply_items(conn, terms, locked, items, now, prepared, probe)
+            return await records_sql.apply_items(conn, terms, locked, items, now, prepared, retry)
         return await apply_items(conn, terms, locked, items, now)
 
 

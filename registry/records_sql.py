@@ -39,8 +39,22 @@ WHERE EXISTS (SELECT 1 FROM registry_scenario_record r
 """
 
 
+# The accepted rows in the batch's order (their ids keep it), skipping refs already stored.
+_INSERT_SKIPPING = """
+INSERT INTO registry_scenario_record (scenario_id, external_ref, participant_id, quantity,
+                                      computed_grams, earned_grams, occurred_at, day, created_at)
+SELECT $1, r.ref, r.pid, r.quantity, r.grams, r.grams, r.at, r.day, $2
+FROM unnest($3::text[], $4::bigint[], $5::float8[], $6::bigint[], $7::timestamptz[], $8::date[])
+     WITH ORDINALITY AS r(ref, pid, quantity, grams, at, day, n)
+ORDER BY r.n
+ON CONFLICT ON CONSTRAINT registry_record_once DO NOTHING
+RETURNING external_ref
+"""
+
+
 class AlreadyStored(Exception):
-    """A batch written on the assumption that none of its externalRefs was stored met one."""
+    """A batch written on the assumption that none of its externalRefs was stored met one (or
+    deadlocked with a batch beside it storing the same refs)."""
 
 
 async def _resident_ids(raw: Any, subjects: set[str]) -> Mapping[str, int]:
@@ -121,6 +135,24 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
     return Prepared(residents, issued_through, unauthorized, decision, data)
 
 
+async def _insert_skipping(
+    raw: Any, scenario_id: int, accepted: list[tuple[Item, int]], now: datetime
+) -> set[str]:
+    """Insert the accepted rows in order, skipping refs stored meanwhile; the refs written."""
+    rows = await raw.fetch(
+        _INSERT_SKIPPING,
+        scenario_id,
+        now,
+        [item.external_ref for item, _ in accepted],
+        [pid for _, pid in accepted],
+        [float(item.quantity) for item, _ in accepted],
+        [item.grams for item, _ in accepted],
+        [item.occurred_at for item, _ in accepted],
+        [item.day for item, _ in accepted],
+    )
+    return {r[0] for r in rows}
+
+
 async def apply_items(
     conn: BaseDBAsyncClient,
     terms: Terms,
@@ -128,46 +160,55 @@ async def apply_items(
     items: list[Item],
     now: datetime,
     prepared: Prepared,
-    probe: bool,
+    retry: bool,
 ) -> Decision:
     """Finish and write one prepared batch inside `conn`'s transaction, under the lock.
 
-    With `probe` every externalRef is looked up first; without it only those of refused items
-    are (a refused item whose ref is stored answers DUPLICATE). A stored ref among the accepted
-    ones raises AlreadyStored from the write - a ref the lookup could not see yet, because a
-    batch running beside this one stores it, does too - and the caller applies the batch again
-    with `probe` (the transaction must then be rolled back).
+    The refs of refused items are looked up (a refused item whose ref is stored answers
+    DUPLICATE), those of every item when an issuance moved the period since `prepare`. The
+    first attempt writes with one binary COPY, assuming no accepted ref is stored (a resend is
+    rare); one that is raises AlreadyStored, and the caller applies the batch again (after
+    rolling back) with `retry`, which writes with INSERT ... ON CONFLICT DO NOTHING instead: a
+    ref stored by then, or by a batch beside this one that commits first, answers DUPLICATE.
     """
     issued_through = locked.issued_through
     residents, unauthorized = prepared.residents, prepared.unauthorized
     decision, data = prepared.decision, prepared.data
+    moved = issued_through != prepared.issued_through
     async with conn.acquire_connection() as raw:
         # Plan for index probes, never a scan, hash or merge of a whole table, whatever the
         # statistics say (a table that grew since it was last analyzed looks empty to the
         # planner); compiling (JIT) would cost more than running the statements.
         await raw.execute(_INDEX_PROBES)
         stored: set[str] = set()
-        if probe:
+        if moved:
             stored = await _stored(raw, terms.scenario_id, (i.external_ref for i in items))
         elif decision.rejected:
             refused = {r.index for r in decision.rejected}
             refs = (i.external_ref for i in items if i.index in refused)
             stored = await _stored(raw, terms.scenario_id, refs)
-        if stored or issued_through != prepared.issued_through:
+        if stored or moved:
             # a resend, refused items already counted, or an issuance came between
             decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
-            data = records_copy.payload(terms.scenario_id, decision.accepted, now)
-        if decision.accepted:
-            try:
-                await raw.copy_to_table(
-                    records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,
-                    format="binary",
-                )
-            except UniqueViolationError as exc:
-                if exc.constraint_name != _ONCE:
-                    raise
-                raise AlreadyStored() from exc
-            except DeadlockDetectedError as exc:
-                # two batches beside each other storing the same refs in opposite orders
-                raise AlreadyStored() from exc
+            data = b"" if retry else records_copy.payload(terms.scenario_id, decision.accepted, now)
+        if not decision.accepted:
+            return decision
+        if retry:
+            written = await _insert_skipping(raw, terms.scenario_id, decision.accepted, now)
+            kept = [(item, pid) for item, pid in decision.accepted if item.external_ref in written]
+            decision.duplicates += len(decision.accepted) - len(kept)
+            decision.accepted = kept
+            return decision
+        try:
+            await raw.copy_to_table(
+                records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,
+                format="binary",
+            )
+        except UniqueViolationError as exc:
+            if exc.constraint_name != _ONCE:
+                raise
+            raise AlreadyStored() from exc
+        except DeadlockDetectedError as exc:
+            # batches beside each other storing the same refs in opposite orders
+            raise AlreadyStored() from exc
     return decision

@@ -23,12 +23,13 @@ from app.db import dialect
 from registry import rules
 from registry.models import ScenarioRecord
 
-# $1 scenario, $2 period end, $3 issued_through (or EPOCH), $4 where to read from, $5 daily cap
+# $1 scenario, $2 period end, $3 issued_through (or EPOCH), $4 where to read from, $5 daily cap.
+# Sums stay numeric: a day of records may compute more grams than a bigint holds, its cap not.
 _TOTALS = """
 WITH g AS (
     SELECT participant_id AS pid, day,
-           COALESCE(SUM(earned_grams) FILTER (WHERE occurred_at <= $3), 0)::bigint AS prior,
-           COALESCE(SUM(computed_grams) FILTER (WHERE occurred_at > $3), 0)::bigint AS fresh,
+           COALESCE(SUM(earned_grams) FILTER (WHERE occurred_at <= $3), 0) AS prior,
+           COALESCE(SUM(computed_grams) FILTER (WHERE occurred_at > $3), 0) AS fresh,
            COUNT(*) FILTER (WHERE occurred_at > $3 AND computed_grams > 0) AS records
     FROM registry_scenario_record
     WHERE scenario_id = $1 AND created_at >= $4 AND occurred_at >= $4 AND occurred_at <= $2
@@ -106,7 +107,7 @@ async def _settle_sql(
         if clipped:
             pids = [r["pid"] for r in clipped for _ in r["days"]]
             days = [day for r in clipped for day in r["days"]]
-            priors = [prior for r in clipped for prior in r["priors"]]
+            priors = [int(prior) for r in clipped for prior in r["priors"]]  # at most the cap
             settled = await raw.fetch(_SETTLE, *bounds, pids, days, priors)
             nothing = {r["pid"]: r["nothing"] for r in settled}
     return [
