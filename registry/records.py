@@ -124,9 +124,12 @@ async def apply_batch(terms: Terms, entries: list[Item | Rejection], now: dateti
     """
     items = [e for e in entries if isinstance(e, Item)]
     postgres = dialect() == "postgres"
+    # Prepared once: what it holds stays true across attempts (a moved period is seen under
+    # the lock).
+    prepared = await records_sql.prepare(terms, items, now) if postgres and items else None
     for attempt in range(MAX_ATTEMPTS):
         try:
-            decision = await _apply(terms, items, now, postgres, retry=attempt > 0)
+            decision = await _apply(terms, items, now, prepared, retry=attempt > 0)
             break
         except AlreadyStored:
             log.info("batch of %s met refs stored meanwhile; applying it again", terms.code)
@@ -142,9 +145,8 @@ async def apply_batch(terms: Terms, entries: list[Item | Rejection], now: dateti
 
 
 async def _apply(
-    terms: Terms, items: list[Item], now: datetime, postgres: bool, retry: bool
+    terms: Terms, items: list[Item], now: datetime, prepared: records_sql.Prepared | None, retry: bool
 ) -> Decision:
-    prepared = await records_sql.prepare(terms, items, now) if postgres and items else None
     async with in_transaction() as conn:
         locked = await lock_scenario(conn, terms)
         if not items:

@@ -196,9 +196,8 @@ async def apply_items(
         if retry:
             written = await _insert_skipping(raw, terms.scenario_id, decision.accepted, now)
             kept = [(item, pid) for item, pid in decision.accepted if item.external_ref in written]
-            decision.duplicates += len(decision.accepted) - len(kept)
-            decision.accepted = kept
-            return decision
+            skipped = len(decision.accepted) - len(kept)
+            return Decision(kept, decision.duplicates + skipped, decision.rejected)
         try:
             await raw.copy_to_table(
                 records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,
