@@ -1,11 +1,12 @@
 """Operator records of a scenario: who may send them, and applying a batch under the rules.
 
-A batch is applied in one transaction holding the scenario row in share mode (FOR SHARE on
-PostgreSQL): batches of one scenario run side by side, and an issuance (which takes the row for
-update) never runs between a batch's reading `issued_through` and its writing. An externalRef is
-counted once by the unique constraint: a batch that meets a ref stored meanwhile is applied again
-with every ref looked up. What an accepted record earns under the daily cap is settled when it
-is issued (`registry.issuance`), in the order records were accepted, so batches need not wait
+A batch is applied in one transaction holding the scenario shared (on PostgreSQL an advisory
+lock in shared mode, then the row FOR SHARE): batches of one scenario run side by side, and an
+issuance (which holds it exclusive) never runs between a batch's reading `issued_through` and
+its writing, and goes before batches that come while it waits. An externalRef is counted once by
+the unique constraint: a batch that meets a ref stored meanwhile is applied again, skipping the
+refs stored by then. What an accepted record earns under the daily cap is settled when it is
+issued (`registry.settlement`), in the order records were accepted, so batches need not wait
 for each other to read a person's day. Both backends decide with the same pure rules
 (`rules.classify`); only the lookups and the writes differ (`registry.records_sql` on
 PostgreSQL).
