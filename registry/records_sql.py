@@ -194,10 +194,17 @@ async def apply_items(
         if not decision.accepted:
             return decision
         if retry:
-            written = await _insert_skipping(raw, terms.scenario_id, decision.accepted, now)
-            kept = [(item, pid) for item, pid in decision.accepted if item.external_ref in written]
-            skipped = len(decision.accepted) - len(kept)
-            return Decision(kept, decision.duplicates + skipped, decision.rejected)
+            try:
+                written = await _insert_skipping(raw, terms.scenario_id, decision.accepted, now)
+            except DeadlockDetectedError as exc:
+                raise AlreadyStored() from exc
+            skipped = {item.external_ref for item, _ in decision.accepted} - written
+            if skipped:
+                # stored meanwhile by a batch beside this one: a duplicate for every item
+                # holding it, refused ones included, as if that batch had come first
+                stored |= skipped
+                decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
+            return decision
         try:
             await raw.copy_to_table(
                 records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,
