@@ -37,7 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import Bench, RssWatch, add_residents  # noqa: E402
+from bench.support import Bench, RssWatch, add_residents, worker_cpu  # noqa: E402
 
 log = logging.getLogger("bench.ingest")
 SECRET = "bench-secret-for-the-ingest-benchmark-0123456789"
@@ -57,6 +57,7 @@ class Figures:
     copy_binary_s: float
     peak_rss_mb: float
     peak_total_rss_mb: float
+    ingest_worker_cpu_s: list[float]
 
 
 def parse_args() -> argparse.Namespace:
@@ -237,7 +238,10 @@ async def run(args: argparse.Namespace) -> Figures:
             watch = RssWatch(server.pid)
             watch.start()
             log.info("streaming %d records in %d requests", args.records, len(bodies))
+            cpu_before = worker_cpu(server)
             accepted, ingest_s = await ingest(base, code, operator, bodies)
+            cpu_after = worker_cpu(server)
+            ingest_cpu = sorted((cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after), reverse=True)
             log.info("issuing")
             issuance, issue_s = await issue(base, code, center)
             watch.sample()
@@ -245,7 +249,7 @@ async def run(args: argparse.Namespace) -> Figures:
             if not await asyncio.to_thread(bench.ledger_verify):
                 raise RuntimeError("ledger verify failed after the benchmark")
     return Figures(args.records, accepted, ingest_s, issuance["records"], issue_s, copy_s,
-                   copy_binary_s, watch.peak_workers_kb / 1024, watch.peak_total_kb / 1024)
+                   copy_binary_s, watch.peak_workers_kb / 1024, watch.peak_total_kb / 1024, ingest_cpu)
 
 
 def report(f: Figures) -> str:
@@ -256,6 +260,8 @@ def report(f: Figures) -> str:
     return "\n".join([
         f"records sent          {f.records:>12,}   accepted {f.accepted:,}",
         f"ingest                {f.ingest_s:>12.2f} s  {f.records / f.ingest_s:>12,.0f} records/s",
+        "  CPU per worker      " + ", ".join(f"{s:.2f} s" for s in f.ingest_worker_cpu_s)
+        + "  (uvicorn's workers share one listening socket: one worker may take every stream)",
         f"issuance              {f.issue_s:>12.2f} s  {f.issued_records / f.issue_s:>12,.0f} records/s",
         f"plain COPY (CSV)      {f.copy_s:>12.2f} s  {f.records / f.copy_s:>12,.0f} rows/s",
         f"plain COPY (binary)   {f.copy_binary_s:>12.2f} s  {f.records / f.copy_binary_s:>12,.0f} rows/s",

@@ -119,17 +119,32 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cpu(pid: int) -> float:
+    """CPU time (user + system) used so far by process `pid`, 0 once it is gone (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
     """CPU time (user + system) used so far by a server and its worker processes (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in (server.pid, *_children(server.pid)):
+    return sum(_cpu(pid) for pid in (server.pid, *_children(server.pid)))
+
+
+def worker_cpu(server: subprocess.Popen[bytes]) -> dict[int, float]:
+    """CPU time used so far by each worker process of a server, by pid (not counting
+    multiprocessing's resource tracker)."""
+    found = {}
+    for pid in _children(server.pid):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        if b"resource_tracker" not in command:
+            found[pid] = _cpu(pid)
+    return found
 
 
 def _rss_kb(pid: int) -> int:
