@@ -26,10 +26,18 @@ _TRAILER = struct.pack(">h", -1)
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _EPOCH_DAY = date(2000, 1, 1).toordinal()
 _MICROSECOND = timedelta(microseconds=1)
-# field count, scenario_id, then the external_ref length (its bytes follow)
-_HEAD = struct.Struct(">hiqi")
-# participant_id, quantity, computed_grams, earned_grams, occurred_at, day, created_at
-_TAIL = struct.Struct(">iqidiqiqiqiiiq")
+# One row: field count, scenario_id, external_ref (length, bytes), then participant_id,
+# quantity, computed_grams, earned_grams, occurred_at, day, created_at; one Struct per ref length.
+_ROW = ">hiqi{}siqidiqiqiqiiiq"
+_ROWS: dict[int, struct.Struct] = {}
+
+
+def _row(size: int) -> struct.Struct:
+    """The Struct of a row whose external_ref is `size` bytes long."""
+    found = _ROWS.get(size)
+    if found is None:
+        found = _ROWS[size] = struct.Struct(_ROW.format(size))
+    return found
 
 
 def micros(moment: datetime) -> int:
@@ -40,17 +48,18 @@ def micros(moment: datetime) -> int:
 def payload(scenario_id: int, accepted: Sequence[tuple[Item, int]], created_at: datetime) -> bytes:
     """The COPY ... (FORMAT binary) bytes of the accepted (item, participant id) rows; each
     earns its computed grams until its issuance settles the daily cap."""
-    head, tail = _HEAD.pack, _TAIL.pack
     created = micros(created_at)
     parts = [_SIGNATURE]
     append = parts.append
+    rows = _ROWS
     for item, pid in accepted:
         ref = item.external_ref.encode()
+        size = len(ref)
+        row = rows.get(size) or _row(size)
         grams = item.grams
-        append(head(9, 8, scenario_id, len(ref)))
-        append(ref)
         append(
-            tail(
+            row.pack(
+                9, 8, scenario_id, size, ref,
                 8, pid, 8, float(item.quantity), 8, grams, 8, grams,
                 8, (item.occurred_at - _EPOCH) // _MICROSECOND,
                 4, item.day.toordinal() - _EPOCH_DAY, 8, created,
