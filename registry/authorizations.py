@@ -1,7 +1,7 @@
 """Resident consent to scenarios: authorize, revoke, and when each grant was active.
 
-The records engineer's ingestion calls `active_authorizations` once per batch and then
-`authorized_at` per record, so a record counts only if consent was active at `occurredAt`.
+Ingestion reads `active_authorizations` (through `registry.consent`'s memory) and tests each
+record with `authorized_at`, so a record counts only if consent was active at `occurredAt`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from app.errors import InvalidState, NotFound
 from app.participants import Participant, resident_id
 from points.models import BehaviorScenario
 from registry.models import Scenario, ScenarioAuthorization, ScenarioStatus
+from registry.rules import authorized_at as authorized_at  # the one interval test, shared
 
 Interval = tuple[datetime, datetime | None]
 
@@ -46,13 +47,6 @@ async def active_authorizations(
         for participant_id, granted_at, revoked_at in rows:
             found[participant_id].append((granted_at, revoked_at))
     return {pid: found.get(pid, []) for pid in wanted}
-
-
-def authorized_at(intervals: Sequence[Interval], when: datetime) -> bool:
-    """True when `when` falls in one of the intervals: granted_at <= when < revoked_at."""
-    return any(
-        granted <= when and (revoked is None or when < revoked) for granted, revoked in intervals
-    )
 
 
 @dataclass(frozen=True)
