@@ -75,6 +75,18 @@ class Total:
     records: int
 
 
+@dataclass(frozen=True)
+class _Period:
+    """What an issuance reads: its scenario's records that occurred in (after, end], and from
+    `start` those of the day `after` falls in, for the grams already issued on that day."""
+
+    scenario_id: int
+    end: datetime
+    after: datetime
+    start: datetime
+    daily_cap: int | None
+
+
 async def settle_period(
     conn: BaseDBAsyncClient,
     scenario_id: int,
@@ -84,22 +96,17 @@ async def settle_period(
 ) -> list[Total]:
     """Settle the daily cap of the records in (issued_through, period_end]; each resident's
     total (those with grams only), in participant order. Inside `conn`'s transaction."""
-    after = issued_through or rules.EPOCH
-    start = rules.period_start(issued_through)
+    period = _Period(
+        scenario_id, period_end, issued_through or rules.EPOCH, rules.period_start(issued_through),
+        daily_cap,
+    )
     if dialect() == "postgres":
-        return await _settle_sql(conn, scenario_id, after, period_end, start, daily_cap)
-    return await _settle_python(conn, scenario_id, after, period_end, start, daily_cap)
+        return await _settle_sql(conn, period)
+    return await _settle_python(conn, period)
 
 
-async def _settle_sql(
-    conn: BaseDBAsyncClient,
-    scenario_id: int,
-    after: datetime,
-    period_end: datetime,
-    start: datetime,
-    daily_cap: int | None,
-) -> list[Total]:
-    bounds = (scenario_id, period_end, after, start, daily_cap)
+async def _settle_sql(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
+    bounds = (period.scenario_id, period.end, period.after, period.start, period.daily_cap)
     async with conn.acquire_connection() as raw:
         rows = await raw.fetch(_TOTALS, *bounds)
         nothing: dict[int, int] = {}
@@ -117,18 +124,11 @@ async def _settle_sql(
     ]
 
 
-async def _settle_python(
-    conn: BaseDBAsyncClient,
-    scenario_id: int,
-    after: datetime,
-    period_end: datetime,
-    start: datetime,
-    daily_cap: int | None,
-) -> list[Total]:
+async def _settle_python(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
     rows = await (
         ScenarioRecord.filter(
-            scenario_id=scenario_id, created_at__gte=start, occurred_at__gte=start,
-            occurred_at__lte=period_end,
+            scenario_id=period.scenario_id, created_at__gte=period.start,
+            occurred_at__gte=period.start, occurred_at__lte=period.end,
         )
         .using_db(conn)
         .values_list("id", "participant_id", "day", "computed_grams", "earned_grams", "occurred_at")
@@ -136,11 +136,11 @@ async def _settle_python(
     prior: dict[tuple[int, date], int] = defaultdict(int)
     fresh = []
     for record_id, pid, day, computed, earned, occurred_at in rows:
-        if occurred_at <= after:
+        if occurred_at <= period.after:
             prior[(pid, day)] += earned
         else:
             fresh.append((record_id, pid, day, computed))
-    settled = rules.settle(fresh, prior, daily_cap)
+    settled = rules.settle(fresh, prior, period.daily_cap)
     earned_before = {record_id: earned for record_id, _, _, _, earned, _ in rows}
     grams: dict[int, int] = defaultdict(int)
     records: dict[int, int] = defaultdict(int)

@@ -69,6 +69,30 @@ async def _world(client) -> World:
     return await make_world(residents=1, cap=None)
 
 
+async def _send_while_holding(client, world: World, batch: list[dict], held: str,
+                              then_store: str | None = None) -> dict:
+    """Send `batch` while another connection holds ref `held` (stored, not committed): once the
+    batch waits on it, optionally store `then_store` too (waiting on the batch in turn), then
+    commit. The batch's answer."""
+    noon = shanghai_noon(2)
+    other = await _other()
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await _store(other, world, held, noon + timedelta(minutes=5))
+        sent = asyncio.create_task(gql(client, _SUBMIT, {"input": {"scenarioCode": world.code,
+                                                                   "records": batch}}, world.operator))
+        await _until_waiting(other)
+        if then_store is not None:
+            await _store(other, world, then_store, noon + timedelta(minutes=6))
+        await transaction.commit()
+        body = await sent
+    finally:
+        await other.close()
+    assert body.get("errors") is None, body["errors"]
+    return body["data"]["submitScenarioRecords"]
+
+
 async def test_a_refused_item_whose_ref_a_batch_beside_stores_during_the_retry_is_a_duplicate(client):
     """[stored ref, refused item with ref r, valid item with ref r]: the first write meets the
     stored ref; while the batch is applied again another connection stores r. The valid item
@@ -78,23 +102,10 @@ async def test_a_refused_item_whose_ref_a_batch_beside_stores_during_the_retry_i
     stranger = await add_resident(world, since=None)  # no authorization: NOT_AUTHORIZED
     noon = shanghai_noon(2)
     assert answers(await submit(client, world, [record(who, 1, noon, "kept")])) == (1, 0, [])
-    other = await _other()
-    try:
-        transaction = other.transaction()
-        await transaction.start()
-        await _store(other, world, "shared", noon + timedelta(minutes=5))
-        batch = [record(who, 1, noon, "kept"),
-                 record(stranger, 1, noon + timedelta(minutes=1), "shared"),
-                 record(who, 1, noon + timedelta(minutes=2), "shared")]
-        sent = asyncio.create_task(gql(client, _SUBMIT, {"input": {"scenarioCode": world.code,
-                                                                   "records": batch}}, world.operator))
-        await _until_waiting(other)
-        await transaction.commit()
-        body = await sent
-    finally:
-        await other.close()
-    assert body.get("errors") is None, body["errors"]
-    assert answers(body["data"]["submitScenarioRecords"]) == (0, 3, [])
+    batch = [record(who, 1, noon, "kept"),
+             record(stranger, 1, noon + timedelta(minutes=1), "shared"),
+             record(who, 1, noon + timedelta(minutes=2), "shared")]
+    assert answers(await _send_while_holding(client, world, batch, "shared")) == (0, 3, [])
 
 
 async def test_a_retried_batch_deadlocking_with_a_batch_beside_it_is_applied_again(client):
@@ -104,21 +115,7 @@ async def test_a_retried_batch_deadlocking_with_a_batch_beside_it_is_applied_aga
     who = world.subjects[0]
     noon = shanghai_noon(2)
     assert answers(await submit(client, world, [record(who, 1, noon, "kept")])) == (1, 0, [])
-    other = await _other()
-    try:
-        transaction = other.transaction()
-        await transaction.start()
-        await _store(other, world, "b", noon + timedelta(minutes=5))
-        batch = [record(who, 1, noon, "kept"),
-                 record(who, 1, noon + timedelta(minutes=1), "a"),
-                 record(who, 1, noon + timedelta(minutes=2), "b")]
-        sent = asyncio.create_task(gql(client, _SUBMIT, {"input": {"scenarioCode": world.code,
-                                                                   "records": batch}}, world.operator))
-        await _until_waiting(other)
-        await _store(other, world, "a", noon + timedelta(minutes=6))  # waits until the batch yields
-        await transaction.commit()
-        body = await sent
-    finally:
-        await other.close()
-    assert body.get("errors") is None, body["errors"]
-    assert answers(body["data"]["submitScenarioRecords"]) == (0, 3, [])
+    batch = [record(who, 1, noon, "kept"),
+             record(who, 1, noon + timedelta(minutes=1), "a"),
+             record(who, 1, noon + timedelta(minutes=2), "b")]
+    assert answers(await _send_while_holding(client, world, batch, "b", then_store="a")) == (0, 3, [])
