@@ -19,9 +19,8 @@ from app.errors import InvalidState, NotFound
 from app.participants import Participant, resident_id
 from points.models import BehaviorScenario
 from registry.models import Scenario, ScenarioAuthorization, ScenarioStatus
+from registry.rules import Interval
 from registry.rules import authorized_at as authorized_at  # the one interval test, shared
-
-Interval = tuple[datetime, datetime | None]
 
 # Stay well under SQLite's bound-parameter limit and keep PostgreSQL statements small.
 _CHUNK = 900

@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from registry.rules import Item, authorized_at, period_bounds
+from registry.rules import Interval, Item, authorized_at, period_bounds
 
-Interval = tuple[datetime, datetime | None]
 Lookup = Callable[[list[int]], Awaitable[Mapping[int, Sequence[Interval]]]]
 
 MARGIN = timedelta(seconds=60)

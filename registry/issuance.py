@@ -68,11 +68,8 @@ async def issue_scenario_reductions(
         if claimed.replay:
             issuance = await Issuance.get(id=claimed.result["issuance_id"]).using_db(conn)
             return Issued(issuance, scenario_code)
-        found = await Scenario.filter(code=scenario_code).using_db(conn).only("id").first()
-        if found is None:
-            raise NotFound("No such scenario.", "scenarioCode")
-        await hold_scenario(conn, found.id, exclusive=True)  # batches under way finish first
-        scenario = await Scenario.filter(id=found.id).select_for_update().using_db(conn).first()
+        await hold_scenario(conn, scenario_code, exclusive=True)  # batches under way finish first
+        scenario = await Scenario.filter(code=scenario_code).select_for_update().using_db(conn).first()
         if scenario is None:
             raise NotFound("No such scenario.", "scenarioCode")
         if scenario.status != ScenarioStatus.PUBLISHED:

@@ -70,23 +70,21 @@ _SHARE = "SELECT status, issued_through FROM registry_scenario WHERE id = $1 FOR
 # A scenario's batches hold this lock shared, its issuances exclusive. Unlike row locks, it
 # queues in arrival order: a batch that comes while an issuance waits waits behind it, so a
 # steady stream of batches cannot hold an issuance off.
-_ADVISORY = (
-    "SELECT pg_advisory_xact_lock{mode}(hashtext('registry_scenario'), ($1::bigint & 2147483647)::int)"
-)
+_ADVISORY = "SELECT pg_advisory_xact_lock{mode}(hashtext('registry_scenario'), hashtext($1))"
 
 
-async def hold_scenario(conn: BaseDBAsyncClient, scenario_id: int, exclusive: bool) -> None:
+async def hold_scenario(conn: BaseDBAsyncClient, scenario_code: str, exclusive: bool) -> None:
     """Queue for the scenario's records lock until the transaction ends: shared for a batch,
     exclusive for an issuance (PostgreSQL; SQLite runs one transaction at a time)."""
     if dialect() == "postgres":
-        await conn.execute_query(_ADVISORY.format(mode="" if exclusive else "_shared"), [scenario_id])
+        await conn.execute_query(_ADVISORY.format(mode="" if exclusive else "_shared"), [scenario_code])
 
 
 async def lock_scenario(conn: BaseDBAsyncClient, terms: Terms) -> Locked:
     """Hold the scenario for this transaction (its records lock shared, then its row in share
     mode); refuse when it is no longer published. (SQLite runs one transaction at a time.)"""
     if dialect() == "postgres":
-        await hold_scenario(conn, terms.scenario_id, exclusive=False)
+        await hold_scenario(conn, terms.code, exclusive=False)
         rows = await conn.execute_query_dict(_SHARE, [terms.scenario_id])
     else:
         rows = await Scenario.filter(id=terms.scenario_id).using_db(conn).values("status", "issued_through")

@@ -3,8 +3,8 @@
 Gives the same per-item answers as the portable path (both go by `rules.classify`). Each lookup
 is an index probe per row on a unique or leading index (never a scan or hash of a whole table);
 the accepted records are written with one binary COPY (`registry.records_copy`). What depends on
-other batches runs under the scenario row lock the caller holds (`apply_items`); what does not is
-looked up before it is taken (`prepare`).
+other batches runs while the caller holds the scenario (`apply_items`); what does not is looked
+up before (`prepare`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from registry import consent, records_copy, rules
-from registry.rules import Decision, Item, Locked, Terms
+from registry.rules import Decision, Interval, Item, Locked, Terms
 
 RESIDENT_CACHE = 200_000
 _residents: dict[str, int] = {}  # subject -> participant id of a resident; ids never change
@@ -40,14 +40,13 @@ WHERE EXISTS (SELECT 1 FROM registry_scenario_record r
 
 
 # The accepted rows in the batch's order (their ids keep it), skipping refs already stored.
-_INSERT_SKIPPING = """
-INSERT INTO registry_scenario_record (scenario_id, external_ref, participant_id, quantity,
-                                      computed_grams, earned_grams, occurred_at, day, created_at)
+_INSERT_SKIPPING = f"""
+INSERT INTO {records_copy.TABLE} ({", ".join(records_copy.COLUMNS)})
 SELECT $1, r.ref, r.pid, r.quantity, r.grams, r.grams, r.at, r.day, $2
 FROM unnest($3::text[], $4::bigint[], $5::float8[], $6::bigint[], $7::timestamptz[], $8::date[])
      WITH ORDINALITY AS r(ref, pid, quantity, grams, at, day, n)
 ORDER BY r.n
-ON CONFLICT ON CONSTRAINT registry_record_once DO NOTHING
+ON CONFLICT ON CONSTRAINT {_ONCE} DO NOTHING
 RETURNING external_ref
 """
 
@@ -87,8 +86,8 @@ async def _stored(raw: Any, scenario_id: int, refs: Iterable[str]) -> set[str]:
     return {r[0] for r in await raw.fetch(_STORED, scenario_id, wanted)}
 
 
-async def _grants(raw: Any, code: str, pids: list[int]) -> dict[int, list[consent.Interval]]:
-    found: dict[int, list[consent.Interval]] = {pid: [] for pid in pids}
+async def _grants(raw: Any, code: str, pids: list[int]) -> dict[int, list[Interval]]:
+    found: dict[int, list[Interval]] = {pid: [] for pid in pids}
     for pid, granted_at, revoked_at in await raw.fetch(_GRANTS, code, pids):
         found[pid].append((granted_at, revoked_at))
     return found
@@ -173,7 +172,7 @@ async def apply_items(
     """
     issued_through = locked.issued_through
     residents, unauthorized = prepared.residents, prepared.unauthorized
-    decision, data = prepared.decision, prepared.data
+    decision = prepared.decision
     moved = issued_through != prepared.issued_through
     async with conn.acquire_connection() as raw:
         # Plan for index probes, never a scan, hash or merge of a whole table, whatever the
@@ -190,26 +189,18 @@ async def apply_items(
         if stored or moved:
             # a resend, refused items already counted, or an issuance came between
             decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
-            data = b"" if retry else records_copy.payload(terms.scenario_id, decision.accepted, now)
         if not decision.accepted:
             return decision
-        if retry:
-            try:
-                written = await _insert_skipping(raw, terms.scenario_id, decision.accepted, now)
-            except DeadlockDetectedError as exc:
-                raise AlreadyStored() from exc
-            skipped = {item.external_ref for item, _ in decision.accepted} - written
-            if skipped:
-                # stored meanwhile by a batch beside this one: a duplicate for every item
-                # holding it, refused ones included, as if that batch had come first
-                stored |= skipped
-                decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
-            return decision
         try:
-            await raw.copy_to_table(
-                records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,
-                format="binary",
-            )
+            if not retry:
+                data = prepared.data if decision is prepared.decision else records_copy.payload(
+                    terms.scenario_id, decision.accepted, now)
+                await raw.copy_to_table(
+                    records_copy.TABLE, source=memoryview(data), columns=records_copy.COLUMNS,
+                    format="binary",
+                )
+                return decision
+            written = await _insert_skipping(raw, terms.scenario_id, decision.accepted, now)
         except UniqueViolationError as exc:
             if exc.constraint_name != _ONCE:
                 raise
@@ -217,4 +208,9 @@ async def apply_items(
         except DeadlockDetectedError as exc:
             # batches beside each other storing the same refs in opposite orders
             raise AlreadyStored() from exc
+        skipped = {item.external_ref for item, _ in decision.accepted} - written
+        if skipped:
+            # stored meanwhile by a batch beside this one: a duplicate for every item holding
+            # it, refused ones included, as if that batch had come first
+            decision = rules.classify(items, residents, now, issued_through, stored | skipped, unauthorized)
     return decision

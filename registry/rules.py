@@ -32,6 +32,9 @@ MESSAGES = {
 }
 
 
+Interval = tuple[datetime, datetime | None]  # a consent grant: granted_at, revoked_at or None
+
+
 @dataclass(frozen=True)
 class Terms:
     """What applying records needs to know of a scenario and its methodology."""
@@ -180,7 +183,7 @@ def item_from_json(index: int, obj: Any, grams_per_unit: int) -> Item | Rejectio
     )
 
 
-def authorized_at(intervals: Iterable[tuple[datetime, datetime | None]], when: datetime) -> bool:
+def authorized_at(intervals: Iterable[Interval], when: datetime) -> bool:
     """True when `when` falls in one grant interval: granted_at <= when < revoked_at."""
     return any(g <= when and (r is None or when < r) for g, r in intervals)
 
