@@ -10,7 +10,7 @@ from tortoise.backends.base.client import TransactionalDBClient
 from app.errors import NotFound
 from app.ledger.models import Account, AccountKind, Asset
 from app.ledger.posting import note_account
-from app.sql import execute, fetch
+from app.sql import fetch, insert_rows
 
 
 class SystemAccount(StrEnum):
@@ -31,15 +31,8 @@ _FIND_HOLDER = (
     "SELECT a.id AS id, p.kind AS owner FROM ledger_account a"
     " JOIN participant p ON p.id = a.participant_id WHERE a.participant_id = $1 AND a.asset = $2"
 )
-_OPEN_HOLDERS = (  # one row per Asset
-    "INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)"
-    " VALUES ($2, 'holder', $1, 0, 0), ($3, 'holder', $1, 0, 0)"
-    " ON CONFLICT (participant_id, asset) DO NOTHING RETURNING id, asset"
-)
-_OPEN_HOLDER = (
-    "INSERT INTO ledger_account (asset, kind, participant_id, balance, pending)"
-    " VALUES ($1, 'holder', $2, 0, 0) ON CONFLICT (participant_id, asset) DO NOTHING"
-)
+_HOLDER_COLUMNS = ("asset", "kind", "participant_id", "balance", "pending")
+_IF_NEW = " ON CONFLICT (participant_id, asset) DO NOTHING RETURNING id, asset"
 
 
 async def system_account_id(code: SystemAccount) -> int:
@@ -74,10 +67,19 @@ def remember_holder(participant_id: int, asset: Asset, account_id: int, individu
     note_account(account_id, asset, AccountKind.HOLDER, individual)
 
 
+async def _open(participant_id: int, assets: list[Asset]) -> dict[Asset, int]:
+    """Insert the participant's missing holder accounts of `assets`; the ids of those opened now
+    (an insert that yields to a concurrent one, so it never aborts the caller's transaction)."""
+    rows = await insert_rows(
+        connections.get("default"), "ledger_account", _HOLDER_COLUMNS,
+        [(asset.value, AccountKind.HOLDER.value, participant_id, 0, 0) for asset in assets], _IF_NEW,
+    )
+    return {Asset(r["asset"]): int(r["id"]) for r in rows}
+
+
 async def open_holder_accounts(participant_id: int) -> dict[Asset, int]:
     """Open a participant's grams and points accounts (idempotent); their ids by asset."""
-    rows = await fetch(_OPEN_HOLDERS, [participant_id, *(asset.value for asset in Asset)])
-    opened = {Asset(r["asset"]): int(r["id"]) for r in rows}
+    opened = await _open(participant_id, list(Asset))
     for asset in Asset:
         if asset not in opened:  # opened before
             opened[asset] = await holder_account_id(participant_id, asset)
@@ -95,7 +97,7 @@ async def holder_account_id(participant_id: int, asset: Asset) -> int:
         return cached
     found = await _holder_account(participant_id, asset)
     if found is None:
-        await execute(_OPEN_HOLDER, [asset.value, participant_id])
+        await _open(participant_id, [asset])
         found = await _holder_account(participant_id, asset)
         if found is None:  # pragma: no cover - the insert above or a concurrent one made it
             raise RuntimeError("A holder account could not be opened.")
