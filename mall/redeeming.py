@@ -21,11 +21,11 @@
    residents' accounts, adds to the merchant pool in its final statement) and the conditional
    stock UPDATE (`stock_remaining >= quantity`) just before the commit.
 5. After commit, in a task of its own (a slow store never holds the lane): a refused request's
-   token goes back to the gate, then every request gets its answer, then the account-change
-   notices and credit refreshes are queued (app.coalesce). Taking a token marked the request's
-   key in the store already, so a retry goes past a sold-out gate to its replay. This is done by
-   the lane, so it holds even when the client has gone; at shutdown `finish_lanes` lets the
-   groups under way finish.
+   token goes back to the gate (a replayed one's too, unless its twin redeemed with its stock),
+   then every request gets its answer, then the account-change notices and credit refreshes
+   are queued (app.coalesce). Taking a token marked the request's key in the store already, so
+   a retry goes past a sold-out gate to its replay. This is done by the lane, so it holds even
+   when the client has gone; at shutdown `finish_lanes` lets the groups under way finish.
 
 Every path that touches these rows takes them in one order: redemption row, tally row, the
 resident account, the merchant pool, the right (see mall.redemptions for refunds).
@@ -96,6 +96,11 @@ class _Ask:
     quantity: int
     key: str
     gate: stock_gate.Gate
+    asked_at: datetime
+    # A replay of a redemption made after this request was sent: by a request of the same key
+    # sent at the same time, which went past the gate without a token, since only one request
+    # per key takes one. That redemption used the stock this request's token holds.
+    token_used_by_twin: bool = False
     answer: asyncio.Future[Redeemed] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -139,6 +144,7 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
     principal.require("resident")
     check_quantity(quantity)
     key = check_key(idempotency_key)
+    asked_at = datetime.now(UTC)
     gate = await stock_gate.take(right_id, quantity, principal.subject, key)
     if gate is stock_gate.Gate.SOLD_OUT:
         raise OutOfStock("This right is sold out.", "quantity")
@@ -148,7 +154,7 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
         if gate is stock_gate.Gate.TOKEN:
             await stock_gate.put_back(right_id, quantity)
         raise
-    ask = _Ask(principal.subject, participant_id, quantity, key, gate)
+    ask = _Ask(principal.subject, participant_id, quantity, key, gate, asked_at)
     lane = _lanes.setdefault(right_id, _Lane())
     lane.waiting.append(ask)
     if lane.running < TRANSACTIONS_PER_RIGHT:
@@ -240,12 +246,12 @@ async def _deliver(right_id: int, group: list[_Ask], outcomes: dict[int, Outcome
 
 
 async def _tell_gate(right_id: int, ask: _Ask, outcome: Outcome) -> None:
-    """Give a refused or replayed request's token back; mark a fresh redemption made without a
-    token for replay (taking a token marked it already)."""
+    """Give a refused or replayed request's token back (unless a twin of the same key used its
+    stock); mark a fresh redemption made without a token for replay (taking a token marked it)."""
     fresh = not isinstance(outcome, Exception) and outcome[1] is not None
     if fresh and ask.gate is stock_gate.Gate.PASS:
         await stock_gate.mark_redeemed(ask.subject, ask.key)
-    elif not fresh and ask.gate is stock_gate.Gate.TOKEN:
+    elif not fresh and ask.gate is stock_gate.Gate.TOKEN and not ask.token_used_by_twin:
         await stock_gate.put_back(right_id, ask.quantity)
 
 
@@ -402,4 +408,5 @@ async def _alone(right_id: int, ask: _Ask) -> tuple[Redeemed, int | None]:
     if "redemption_id" in first:  # claimed before voucher codes were drawn in advance
         return Redeemed(int(first["redemption_id"]), ask.participant_id), None
     redemption = await Redemption.get(voucher_code=first["voucher_code"])
+    ask.token_used_by_twin = redemption.created_at >= ask.asked_at
     return Redeemed(redemption.id, ask.participant_id), None

@@ -20,7 +20,9 @@ Drift is always towards letting too many through, never too few, except for one 
 
 A request that takes a token also marks its idempotency key in the store: the same request sent
 again, even at the same moment, goes past the counter to the database, which replays the
-redemption (or refuses it exactly as it would alone) instead of answering sold out.
+redemption (or refuses it exactly as it would alone) instead of answering sold out. When such a
+twin reaches the database first and redeems, the token's holder gets the replay and keeps its
+token taken: it paid for its twin's item (`mall.redeeming`).
 - The store unreachable: the gate is bypassed and the database decides alone.
 """
 

@@ -304,6 +304,41 @@ async def test_the_same_key_sent_at_once_answers_the_one_redemption_to_all(
     assert await _gate(right_id) == 49
 
 
+async def test_a_token_whose_twin_redeemed_first_stays_taken(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same key sent twice at once, the request holding the gate's token held back until its
+    twin (past the gate without one) has redeemed: the token paid for that redemption, so the
+    gate counts the one item sold, as the database does."""
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="7", stock=5, perPersonLimit=5)
+    buyer = await resident(points=1000)
+    key = unique("k")
+    take = stock_gate.take
+    twin_done = asyncio.Event()
+
+    async def token_last(*args: Any) -> stock_gate.Gate:
+        gate = await take(*args)
+        if gate is stock_gate.Gate.TOKEN:
+            await asyncio.wait_for(twin_done.wait(), 10)
+        return gate
+
+    async def twin() -> dict[str, Any]:
+        await asyncio.sleep(0.05)  # after the first request has taken the token
+        try:
+            return await redeem(client, buyer, right_id, key=key)
+        finally:
+            twin_done.set()
+
+    monkeypatch.setattr(stock_gate, "take", token_last)
+    first, second = await asyncio.gather(redeem(client, buyer, right_id, key=key), twin())
+    assert [outcome(first), outcome(second)] == ["OK", "OK"]
+    assert first["redemption"]["id"] == second["redemption"]["id"]
+    assert await points_of(buyer.participant_id) == (993, 0)
+    assert await stock_of(client, right_id, merchant) == 4
+    assert await _gate(right_id) == 4
+
+
 async def test_a_key_redeemed_before_groups_replays_its_redemption(client: httpx.AsyncClient) -> None:
     """A retry of a redemption whose claim holds the result stored before groups (the
     redemption id) replays that redemption instead of failing."""
