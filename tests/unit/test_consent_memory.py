@@ -24,9 +24,9 @@ def _item(index: int, pid: int, at: datetime) -> Item:
     return Item(index, f"p{pid}", Decimal(1), at, f"r{index}", 100, rules.shanghai_day(at))
 
 
-async def _refused(code: str, items: list[Item], grants: Grants) -> set[int]:
+async def _refused(code: str, items: list[Item], grants: Grants, now: datetime = NOW) -> set[int]:
     residents = {f"p{pid}": pid for pid in range(1, 10)}
-    return await consent.unauthorized(code, items, residents, NOW, None, grants)
+    return await consent.unauthorized(code, items, residents, now, None, grants)
 
 
 class Grants:
@@ -62,12 +62,13 @@ async def test_a_person_is_read_once_for_what_happened_before_the_read():
 
 
 async def test_an_item_later_than_the_memory_answers_for_is_read_afresh():
-    grants = Grants({1: [(NOW - timedelta(days=10), None)]})
-    assert await _refused("S", [_item(0, 1, NOW - timedelta(days=1))], grants) == set()
-    grants.intervals[1] = [(NOW - timedelta(days=10), NOW - timedelta(seconds=5))]  # revoked since
-    recent = _item(1, 1, NOW - timedelta(seconds=2))  # within the margin of the first read
-    before = _item(2, 1, NOW - timedelta(days=2))
-    assert await _refused("S", [recent, before], grants) == {1}
+    now = datetime.now(UTC)  # the memory answers up to the real clock's reading less its margin
+    grants = Grants({1: [(now - timedelta(days=10), None)]})
+    assert await _refused("S", [_item(0, 1, now - timedelta(days=1))], grants, now) == set()
+    grants.intervals[1] = [(now - timedelta(days=10), now - timedelta(seconds=5))]  # revoked since
+    recent = _item(1, 1, now - timedelta(seconds=2))  # within the margin of the first read
+    before = _item(2, 1, now - timedelta(days=2))
+    assert await _refused("S", [recent, before], grants, now) == {1}
     assert grants.asked == [[1], [1]]
 
 
