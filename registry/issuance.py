@@ -75,9 +75,7 @@ async def issue_scenario_reductions(
         if scenario.status != ScenarioStatus.PUBLISHED:
             raise InvalidState("Only a published scenario's records are issued.", "scenarioCode")
         methodology = await Methodology.get(id=scenario.methodology_id).using_db(conn)
-        settled = await settle_period(
-            conn, scenario.id, scenario.issued_through, period_end, methodology.daily_cap_grams
-        )
+        settled = await settle_period(conn, scenario, period_end, methodology.daily_cap_grams)
         totals = [(t.participant_id, t.grams, t.records) for t in settled]
         if any(grams > BIGINT_MAX for _, grams, _ in totals):
             raise InvalidState(

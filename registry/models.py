@@ -179,7 +179,7 @@ class ScenarioRecord(Model):
 
     class Meta:
         table = "registry_scenario_record"
-        indexes = (("scenario_id", "created_at"),)
+        # created_at is indexed by migration registry/0004: BRIN on PostgreSQL, b-tree on SQLite.
         constraints = [
             CheckConstraint(
                 check="earned_grams >= 0 AND earned_grams <= computed_grams",

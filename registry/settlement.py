@@ -21,10 +21,11 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from app.db import dialect
 from registry import rules
-from registry.models import ScenarioRecord
+from registry.models import Scenario, ScenarioRecord
 
-# $1 scenario, $2 period end, $3 issued_through (or EPOCH), $4 where to read from, $5 daily cap.
-# Sums stay numeric: a day of records may compute more grams than a bigint holds, its cap not.
+# $1 scenario, $2 period end, $3 issued_through (or EPOCH), $4 where to read from, $5 daily cap,
+# $6 the earliest a record read can have been created. Sums stay numeric: a day of
+# records may compute more grams than a bigint holds, its cap not.
 _TOTALS = """
 WITH g AS (
     SELECT participant_id AS pid, day,
@@ -32,7 +33,7 @@ WITH g AS (
            COALESCE(SUM(computed_grams) FILTER (WHERE occurred_at > $3), 0) AS fresh,
            COUNT(*) FILTER (WHERE occurred_at > $3 AND computed_grams > 0) AS records
     FROM registry_scenario_record
-    WHERE scenario_id = $1 AND created_at >= $4 AND occurred_at >= $4 AND occurred_at <= $2
+    WHERE scenario_id = $1 AND created_at >= $6 AND occurred_at >= $4 AND occurred_at <= $2
     GROUP BY participant_id, day
 ),
 e AS (
@@ -46,17 +47,18 @@ SELECT pid, SUM(grams) AS grams, SUM(records) AS records,
 FROM e GROUP BY pid HAVING SUM(fresh) > 0 ORDER BY pid
 """
 
-# The records of the clipped (person, day) pairs ($6, $7, with $8 granted before), settled in id
+# The records of the clipped (person, day) pairs ($7, $8, with $9 granted before), settled in id
 # order and rewritten; per person, how many earn nothing though they computed grams.
 _SETTLE = """
-WITH k AS (SELECT * FROM unnest($6::bigint[], $7::date[], $8::bigint[]) AS k(pid, day, prior)),
+WITH k AS (SELECT * FROM unnest($7::bigint[], $8::date[], $9::bigint[]) AS k(pid, day, prior)),
 x AS (
     SELECT r.id, r.participant_id AS pid, r.computed_grams AS computed, r.earned_grams AS earned,
            GREATEST(0, LEAST(r.computed_grams, $5 - k.prior - COALESCE(SUM(r.computed_grams) OVER (
                PARTITION BY r.participant_id, r.day ORDER BY r.id
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS final
     FROM registry_scenario_record r JOIN k ON k.pid = r.participant_id AND k.day = r.day
-    WHERE r.scenario_id = $1 AND r.created_at >= $4 AND r.occurred_at > $3 AND r.occurred_at <= $2
+    WHERE r.scenario_id = $1 AND r.created_at >= $6 AND r.occurred_at >= $4 AND r.occurred_at > $3
+      AND r.occurred_at <= $2
 ),
 u AS (
     UPDATE registry_scenario_record t SET earned_grams = x.final FROM x
@@ -78,27 +80,27 @@ class Total:
 @dataclass(frozen=True)
 class _Period:
     """What an issuance reads: its scenario's records that occurred in (after, end], and from
-    `start` those of the day `after` falls in, for the grams already issued on that day."""
+    `start` those of the day `after` falls in, for the grams already issued on that day; none
+    of them created before `start` or before the scenario itself (`created_from`, the later)."""
 
     scenario_id: int
     end: datetime
     after: datetime
     start: datetime
     daily_cap: int | None
+    created_from: datetime
 
 
 async def settle_period(
-    conn: BaseDBAsyncClient,
-    scenario_id: int,
-    issued_through: datetime | None,
-    period_end: datetime,
-    daily_cap: int | None,
+    conn: BaseDBAsyncClient, scenario: Scenario, period_end: datetime, daily_cap: int | None
 ) -> list[Total]:
-    """Settle the daily cap of the records in (issued_through, period_end]; each resident's
-    total (those with grams only), in participant order. Inside `conn`'s transaction."""
+    """Settle the daily cap of the scenario's records in (issued_through, period_end]; each
+    resident's total (those with grams only), in participant order. Inside `conn`'s transaction."""
+    issued_through = scenario.issued_through
+    start = rules.period_start(issued_through)
     period = _Period(
-        scenario_id, period_end, issued_through or rules.EPOCH, rules.period_start(issued_through),
-        daily_cap,
+        scenario.id, period_end, issued_through or rules.EPOCH, start, daily_cap,
+        max(start, scenario.created_at),
     )
     if dialect() == "postgres":
         return await _settle_sql(conn, period)
@@ -106,7 +108,10 @@ async def settle_period(
 
 
 async def _settle_sql(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
-    bounds = (period.scenario_id, period.end, period.after, period.start, period.daily_cap)
+    bounds = (
+        period.scenario_id, period.end, period.after, period.start, period.daily_cap,
+        period.created_from,
+    )
     async with conn.acquire_connection() as raw:
         rows = await raw.fetch(_TOTALS, *bounds)
         nothing: dict[int, int] = {}
@@ -127,7 +132,7 @@ async def _settle_sql(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
 async def _settle_python(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
     rows = await (
         ScenarioRecord.filter(
-            scenario_id=period.scenario_id, created_at__gte=period.start,
+            scenario_id=period.scenario_id, created_at__gte=period.created_from,
             occurred_at__gte=period.start, occurred_at__lte=period.end,
         )
         .using_db(conn)
