@@ -433,8 +433,8 @@ class Mutation:
                 principal, decode_id("Right", input.right_id, "rightId"), input.quantity,
                 input.idempotency_key,
             )
-            if done.redemption is not None and done.right is not None and done.merchant is not None:
-                view = fresh_redemption(done.redemption, done.right, done.merchant)
+            if done.written is not None:
+                view = fresh_redemption(done.written.redemption, done.written.right, done.written.merchant)
             else:
                 view = await redemption_view(await redemptions.get_redemption(done.redemption_id), True)
             return RedemptionPayload(redemption=view, account=await load_account(done.participant_id))

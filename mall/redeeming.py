@@ -53,7 +53,7 @@ from app.sql import fetch, insert_rows
 from mall import stock_gate
 from mall.errors import OutOfStock, PerPersonLimit
 from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
-from mall.redemptions import Redeemed
+from mall.redemptions import Redeemed, Written
 from mall.rules import check_quantity, check_redeemable, new_voucher_code
 from points.credit import current_grade, grade_at_least, refresh_credit_many
 
@@ -381,7 +381,7 @@ async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, 
                 redemptions = await _write(conn, right, merchant, asks, [codes[id(a)] for a in asks],
                                            accounts, now)
     alone = [ask for ask in group if (ask.scope, ask.key) not in fresh]
-    done = [(ask, Redeemed(r.id, ask.participant_id, r, right, merchant), merchant.participant_id)
+    done = [(ask, Redeemed(r.id, ask.participant_id, Written(r, right, merchant)), merchant.participant_id)
             for ask, r in zip(asks, redemptions, strict=True)] if asks else []
     return done, alone
 
@@ -402,7 +402,7 @@ async def _alone(right_id: int, ask: _Ask) -> tuple[Redeemed, int | None]:
                 raise _not_eligible(right)
             [redemption] = await _write(conn, right, merchant, [ask], [code],
                                         {ask.participant_id: account}, now)
-            return Redeemed(redemption.id, ask.participant_id, redemption, right, merchant), \
+            return Redeemed(redemption.id, ask.participant_id, Written(redemption, right, merchant)), \
                 merchant.participant_id
     first = claimed.result
     if "redemption_id" in first:  # claimed before voucher codes were drawn in advance

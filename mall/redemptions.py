@@ -42,14 +42,21 @@ EXPIRY_BATCH = 200
 
 
 @dataclass(frozen=True)
+class Written:
+    """The rows a fresh redemption wrote and read: enough to answer without reading them again."""
+
+    redemption: Redemption
+    right: Right
+    merchant: Merchant
+
+
+@dataclass(frozen=True)
 class Redeemed:
     """A redemption made (or replayed) for a resident; a fresh one carries the rows it wrote."""
 
     redemption_id: int
     participant_id: int
-    redemption: Redemption | None = None
-    right: Right | None = None
-    merchant: Merchant | None = None
+    written: Written | None = None
 
 
 async def _give_back(
