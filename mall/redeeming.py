@@ -78,7 +78,8 @@ _TALLY_COLUMNS = ("right_id", "participant_id", "quantity")
 _RAISE_TALLY = (
     " ON CONFLICT (right_id, participant_id) DO UPDATE"
     " SET quantity = mall_redemption_tally.quantity + excluded.quantity"
-    " WHERE mall_redemption_tally.quantity + excluded.quantity <= {limit}"
+    " WHERE mall_redemption_tally.quantity + excluded.quantity"
+    " <= (SELECT per_person_limit FROM mall_right WHERE id = excluded.right_id)"
     " RETURNING participant_id"
 )
 _TAKE_STOCK = (
@@ -322,7 +323,7 @@ async def _write(
     limit = int(right.per_person_limit)
     tallies = await insert_rows(conn, "mall_redemption_tally", _TALLY_COLUMNS,
                                 [(right.id, ask.participant_id, ask.quantity) for ask in asks],
-                                _RAISE_TALLY.format(limit=limit))
+                                _RAISE_TALLY)
     if len(tallies) != len(asks):
         raise PerPersonLimit(f"At most {limit} of this right per person.", "quantity")
     rows = [(right.id, merchant.id, ask.participant_id, ask.quantity, right.points_price,
