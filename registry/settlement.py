@@ -47,18 +47,18 @@ SELECT pid, SUM(grams) AS grams, SUM(records) AS records,
 FROM e GROUP BY pid HAVING SUM(fresh) > 0 ORDER BY pid
 """
 
-# The records of the clipped (person, day) pairs ($7, $8, with $9 granted before), settled in id
-# order and rewritten; per person, how many earn nothing though they computed grams.
+# The records of the clipped (person, day) pairs ($6, $7, with $8 granted before), settled in id
+# order and rewritten; per person, how many earn nothing though they computed grams. $1 scenario,
+# $2 period end, $3 issued_through (or EPOCH), $4 daily cap, $5 the earliest creation read.
 _SETTLE = """
-WITH k AS (SELECT * FROM unnest($7::bigint[], $8::date[], $9::bigint[]) AS k(pid, day, prior)),
+WITH k AS (SELECT * FROM unnest($6::bigint[], $7::date[], $8::bigint[]) AS k(pid, day, prior)),
 x AS (
     SELECT r.id, r.participant_id AS pid, r.computed_grams AS computed, r.earned_grams AS earned,
-           GREATEST(0, LEAST(r.computed_grams, $5 - k.prior - COALESCE(SUM(r.computed_grams) OVER (
+           GREATEST(0, LEAST(r.computed_grams, $4 - k.prior - COALESCE(SUM(r.computed_grams) OVER (
                PARTITION BY r.participant_id, r.day ORDER BY r.id
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS final
     FROM registry_scenario_record r JOIN k ON k.pid = r.participant_id AND k.day = r.day
-    WHERE r.scenario_id = $1 AND r.created_at >= $6 AND r.occurred_at >= $4 AND r.occurred_at > $3
-      AND r.occurred_at <= $2
+    WHERE r.scenario_id = $1 AND r.created_at >= $5 AND r.occurred_at > $3 AND r.occurred_at <= $2
 ),
 u AS (
     UPDATE registry_scenario_record t SET earned_grams = x.final FROM x
@@ -108,19 +108,21 @@ async def settle_period(
 
 
 async def _settle_sql(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
-    bounds = (
-        period.scenario_id, period.end, period.after, period.start, period.daily_cap,
-        period.created_from,
-    )
     async with conn.acquire_connection() as raw:
-        rows = await raw.fetch(_TOTALS, *bounds)
+        rows = await raw.fetch(
+            _TOTALS, period.scenario_id, period.end, period.after, period.start, period.daily_cap,
+            period.created_from,
+        )
         nothing: dict[int, int] = {}
         clipped = [r for r in rows if r["days"]]
         if clipped:
             pids = [r["pid"] for r in clipped for _ in r["days"]]
             days = [day for r in clipped for day in r["days"]]
             priors = [int(prior) for r in clipped for prior in r["priors"]]  # at most the cap
-            settled = await raw.fetch(_SETTLE, *bounds, pids, days, priors)
+            settled = await raw.fetch(
+                _SETTLE, period.scenario_id, period.end, period.after, period.daily_cap,
+                period.created_from, pids, days, priors,
+            )
             nothing = {r["pid"]: r["nothing"] for r in settled}
     return [
         Total(r["pid"], int(r["grams"]), int(r["records"]) - nothing.get(r["pid"], 0))
