@@ -127,6 +127,7 @@ class LotHolding(Model):
 
     class Meta:
         table = "ledger_lot_holding"
+        indexes = (("lot_id",),)
         constraints = [
             CheckConstraint(check="balance >= 0", name="ledger_lot_holding_not_negative"),
             UniqueConstraint(fields=("account_id", "lot_id"), name="ledger_lot_holding_account_lot"),
