@@ -162,8 +162,8 @@ class ScenarioRecord(Model):
 
     A record earns its computed grams until its issuance settles the daily cap (`registry.
     issuance`): the records of a person's day earn, in the order they were accepted (id order),
-    what is left under the cap. The (scenario, created_at) index bounds what an issuance reads:
-    a record is never created before it occurred.
+    what is left under the cap. The created_at index bounds what an issuance reads: a record
+    is never created before its scenario, nor before it occurred.
     """
 
     id = fields.BigIntField(primary_key=True)
