@@ -355,10 +355,12 @@ async def _write(
 async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, Redeemed, int]], list[_Ask]]:
     """One transaction redeeming the requests of `group` whose keys are new and that look
     redeemable; what it redeemed and the requests left to do alone. Raises the first refusal of
-    any it took (the right and its merchant, read before it, are checked again inside)."""
-    right, merchant = await _right_and_merchant(None, right_id)
+    any it took. The right and its merchant are read again inside, so a pause, a new price or
+    window, or the merchant's suspension committed meanwhile holds for the group as for one
+    request alone (a right's credit grade is fixed when it is listed)."""
+    seen, _ = await _right_and_merchant(None, right_id)
     points = await _points_accounts([ask.participant_id for ask in group])
-    refused = await _likely_refused(right, group, points)
+    refused = await _likely_refused(seen, group, points)
     candidates = [ask for ask in group if id(ask) not in refused]
     codes = {id(ask): new_voucher_code() for ask in candidates}
     now = datetime.now(UTC)
@@ -377,6 +379,7 @@ async def _together(right_id: int, group: list[_Ask]) -> tuple[list[tuple[_Ask, 
             asks = sorted((ask for ask in candidates if (ask.scope, ask.key) in fresh),
                           key=lambda ask: ask.participant_id)
             if asks:
+                right, merchant = await _right_and_merchant(conn, right_id)
                 _check(right, merchant, asks, now)
                 accounts = {ask.participant_id: points[ask.participant_id][0] for ask in asks}
                 redemptions = await _write(conn, right, merchant, asks, [codes[id(a)] for a in asks],

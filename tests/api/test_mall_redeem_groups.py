@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from app.auth import Principal
 from app.idempotency import IdempotencyRecord
 from app.ledger.verify import verify
 from app.redis import get_store
 from graphql_schema.ids import decode_id
-from mall import redeeming, stock_gate
+from mall import redeeming, rights, stock_gate
 from mall.models import Merchant, Redemption, RedemptionStatus, RedemptionTally, Right
 from points.credit import flush_refreshes
 from tests.helpers import unique
@@ -172,6 +173,56 @@ async def test_every_refusal_in_a_crowd_is_the_one_given_alone(
         assert await _gate(right_id) in (None, await stock_of(client, right_id, merchant))
     for right_id in (scarce, limited, elite, dear, keyed):
         assert await _tallies(right_id) == await _issued(right_id)
+    assert (await verify()).ok
+
+
+@pytest.mark.parametrize("change", ["pause", "price", "suspension"])
+async def test_a_group_meets_a_change_made_after_it_first_read_the_right(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A pause, a new price or the merchant's suspension committed while a group is being
+    formed (after it read the right, before its transaction) holds for the group, as it would
+    for each request alone; only the redemptions made before the change keep the old terms."""
+    sizes = count_groups(monkeypatch)
+    # One transaction of the right at a time, so none is under way while the change is made:
+    # whoever had redeemed by then redeemed before it.
+    monkeypatch.setattr(redeeming, "TRANSACTIONS_PER_RIGHT", 1)
+    merchant = await approved_merchant(client)
+    right = await listed_right(client, merchant, pointsPrice="100", stock=100, perPersonLimit=5)
+    right_id = decode_id("Right", right)
+    owner = Principal("merchant-staff", frozenset({"merchant"}), merchant.code)
+    crowd = [await resident(points=1_000) for _ in range(8)]
+    read_points = redeeming._points_accounts
+    before: set[int] = set()  # who had redeemed when the change was made
+    changed = asyncio.Event()
+
+    async def points_accounts(people: list[int]) -> dict[int, tuple[int, int]]:
+        if len(people) > 1 and not changed.is_set():  # a group, after it read the right
+            changed.set()
+            before.update(await Redemption.filter(right_id=right_id).values_list("participant_id", flat=True))
+            if change == "pause":
+                await rights.set_paused(owner, right_id, True)
+            elif change == "price":
+                await rights.update_right(owner, right_id, points_price=500)
+            else:
+                await Merchant.filter(participant_id=merchant.participant_id).update(status="SUSPENDED")
+        return await read_points(people)
+
+    monkeypatch.setattr(redeeming, "_points_accounts", points_accounts)
+    answers = [outcome(p) for p in await asyncio.gather(*(redeem(client, b, right) for b in crowd))]
+    assert changed.is_set() and max(sizes) > 1
+    earlier = [b for b in crowd if b.participant_id in before]
+    later = [b for b in crowd if b.participant_id not in before]
+    assert len(later) > 1
+    prices = dict(await Redemption.filter(right_id=right_id).values_list("participant_id", "unit_price"))
+    if change == "price":
+        assert answers == ["OK"] * 8
+        assert prices == {b.participant_id: 100 if b in earlier else 500 for b in crowd}
+        assert [await points_of(b.participant_id) for b in later] == [(500, 0)] * len(later)
+    else:
+        assert sorted(answers) == ["INVALID_STATE"] * len(later) + ["OK"] * len(earlier)
+        assert prices == {b.participant_id: 100 for b in earlier}
+        assert [await points_of(b.participant_id) for b in later] == [(1_000, 0)] * len(later)
     assert (await verify()).ok
 
 
