@@ -41,13 +41,13 @@ async def request_buyback(principal: Principal, points: int, idempotency_key: st
         raise InvalidInput("points must be a whole number above 0.", "points")
     rule_id, grams_per_point = await rule_in_force()
     grams = points * grams_per_point
-    if grams > BIGINT_MAX:
-        raise InvalidInput("points are too many to buy back at once.", "points")
     pool = await holder_account_id(merchant.participant_id, Asset.POINTS)
     async with in_transaction() as conn:
         claimed = await claim(f"buyback:{merchant.id}", idempotency_key, {"points": points}, conn)
-        if claimed.replay:
+        if claimed.replay:  # the first buy-back, whatever the rule in force now
             return await Buyback.get(id=int(claimed.result["buyback_id"])).using_db(conn)
+        if grams > BIGINT_MAX:
+            raise InvalidInput("points are too many to buy back at once.", "points")
         account = (await lock_accounts(conn, [pool]))[pool]
         backing = await (
             Redemption.filter(merchant_id=merchant.id, status=RedemptionStatus.ISSUED.value)

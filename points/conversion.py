@@ -105,10 +105,6 @@ async def convert(principal: Principal, grams: int, idempotency_key: str) -> Con
     participant_id = await resident_id(principal)
     rule = await current_rule()
     points, taken = grams_to_points(grams, rule.grams_per_point)
-    if points < 1:
-        raise InvalidInput(
-            f"{grams} g is less than one point ({rule.grams_per_point} g per point).", "grams"
-        )
     grams_account = await holder_account_id(participant_id, Asset.REDUCTION_GRAMS)
     points_account = await holder_account_id(participant_id, Asset.POINTS)
     reserve = await system_account_id(SystemAccount.CONVERSION_RESERVE)
@@ -116,8 +112,12 @@ async def convert(principal: Principal, grams: int, idempotency_key: str) -> Con
     now = datetime.now(UTC)
     async with _RESERVE_ROWS.turn() as take_turn, in_transaction() as conn:
         claimed = await claim(f"convert:{participant_id}", idempotency_key, {"grams": grams}, conn)
-        if claimed.replay:
+        if claimed.replay:  # the first result, whatever the rule in force now
             return _result(claimed.result)
+        if points < 1:
+            raise InvalidInput(
+                f"{grams} g is less than one point ({rule.grams_per_point} g per point).", "grams"
+            )
         row = await Conversion.create(
             participant_id=participant_id,
             rule_id=rule.id,

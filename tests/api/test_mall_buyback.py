@@ -20,6 +20,7 @@ from tests.mall_support import (
     system_balance,
     write_off,
 )
+from tests.points_support import set_rate
 
 
 async def request(client, merchant, points: int, key: str | None = None) -> dict:
@@ -138,6 +139,26 @@ async def test_never_more_grams_than_the_reserve_holds(client):
     assert await points_of(merchant.participant_id) == (points, points)
     assert await grams_of(merchant.participant_id) == 0
     assert (await settle(client, buyback["id"], False))["buyback"]["status"] == "REJECTED"
+
+
+async def test_a_retry_replays_the_first_request_after_the_rate_changes(client):
+    """A retry is answered from the key, not judged again at a rate published since (here one
+    at which the same points would come to more grams than a request may hold)."""
+    await set_rate(client, 10)
+    merchant = await approved_merchant(client)
+    await issue_points(merchant.participant_id, 10_000_000)
+    key = unique("k")
+    first = await request(client, merchant, 10_000_000, key)
+    assert first["userErrors"] == []
+    await set_rate(client, 10**12)
+    try:
+        again = await request(client, merchant, 10_000_000, key)
+        assert again["userErrors"] == []
+        assert again["buyback"]["id"] == first["buyback"]["id"]
+        assert user_error_codes(await request(client, merchant, 10_000_000)) == ["INVALID_INPUT"]
+    finally:
+        await set_rate(client, 10)
+    assert await points_of(merchant.participant_id) == (10_000_000, 10_000_000)
 
 
 async def test_request_is_idempotent_and_checked(client):

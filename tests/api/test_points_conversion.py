@@ -127,6 +127,26 @@ async def test_same_key_replays_and_other_input_conflicts(client):
     assert (account["reductionGrams"], account["points"]) == ("500", "50")
 
 
+async def test_a_retry_replays_the_first_conversion_after_the_rate_changes(client):
+    """A retry is answered from the key, not judged again at a rate published since."""
+    await set_rate(client, 1_000)
+    try:
+        _, auth, pid = await resident(5_000)
+        key = unique("key")
+        first = await convert(client, auth, 1_500, key)
+        assert first["userErrors"] == [] and first["conversion"]["points"] == "1"
+        await set_rate(client, 2_000)
+        again = await convert(client, auth, 1_500, key)
+        assert again["userErrors"] == []
+        assert again["conversion"] == first["conversion"]
+        assert again["account"] == {"reductionGrams": "4000", "points": "1"}
+        fresh = await convert(client, auth, 1_500)
+        assert [e["code"] for e in fresh["userErrors"]] == ["INVALID_INPUT"]
+        assert await Conversion.filter(participant_id=pid).count() == 1
+    finally:
+        await set_rate(client, 10)
+
+
 async def test_a_conversion_uses_the_rule_in_force(client):
     _, auth, _ = await resident(1_000)
     await set_rate(client, 40)
