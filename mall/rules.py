@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from app.errors import InvalidInput, InvalidState
+from app.instants import representable, too_far
 
 # GB 32100-2015: the 31 characters of a unified social credit code (no I, O, Z, S, V) and the
 # weights of positions 1..17; the 18th character is the check character.
@@ -153,6 +154,9 @@ def check_window(valid_from: datetime, valid_until: datetime | None, now: dateti
     """A validity window: from before until, and until still ahead."""
     if valid_from.tzinfo is None or (valid_until is not None and valid_until.tzinfo is None):
         raise InvalidInput("validFrom and validUntil need a time zone offset.", "validFrom")
+    for name, moment in (("validFrom", valid_from), ("validUntil", valid_until)):
+        if moment is not None and not representable(moment):
+            raise InvalidInput(too_far(name), name)
     if valid_until is not None:
         if valid_until <= valid_from:
             raise InvalidInput("validUntil must be after validFrom.", "validUntil")

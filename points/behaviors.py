@@ -19,6 +19,7 @@ from app import audit
 from app.auth import Principal
 from app.errors import Duplicate, InvalidInput, NotFound
 from app.events import account_changed
+from app.instants import representable, too_far
 from app.participants import Participant, organisation_id
 from app.sql import fetch
 from mall.rules import is_valid_credit_code, normalise_credit_code
@@ -126,6 +127,8 @@ def _malformed(item: EventInput) -> str | None:
         return "externalRef must be 1 to 128 printable characters."
     if item.occurred_at.tzinfo is None:
         return "occurredAt must carry a UTC offset."
+    if not representable(item.occurred_at):
+        return too_far("occurredAt")
     return None
 
 
@@ -226,7 +229,7 @@ async def record_behaviors(
 async def _usage(
     conn, scenario_id: int, participant_ids, events: list[EventInput]
 ) -> defaultdict[tuple[str, int, date], int]:
-    days = {shanghai_day(e.occurred_at) for e in events if e.occurred_at.tzinfo is not None}
+    days = {shanghai_day(e.occurred_at) for e in events if _malformed(e) is None}
     usage: defaultdict[tuple[str, int, date], int] = defaultdict(int)
     ids = set(participant_ids)
     if not ids or not days:

@@ -44,6 +44,7 @@ CHUNK_LINES = 50_000
 MAX_LINE = 64 * 1024
 SPOOL_BYTES = 1 << 20
 CACHE_SIZE = 100_000  # quantities and hours remembered by one parser
+_TOO_LONG = f"The line is longer than {MAX_LINE} bytes."
 
 
 def _no_constants(name: str) -> Any:
@@ -134,12 +135,12 @@ class LineParser:
             self._quantities[quantity] = known
         try:
             moment = datetime.fromisoformat(at)
-        except ValueError:
+            if moment.tzinfo is None:  # fromisoformat gives a fixed offset or none
+                return None
+            moment = moment.astimezone(UTC)
+            return Item(index, subject, known[0], moment, ref, known[1], self._day(moment))
+        except (ValueError, OverflowError):  # the exact path words the refusal
             return None
-        if moment.tzinfo is None:  # fromisoformat gives a fixed offset or none
-            return None
-        moment = moment.astimezone(UTC)
-        return Item(index, subject, known[0], moment, ref, known[1], self._day(moment))
 
     def _day(self, moment: datetime) -> date:
         """rules.shanghai_day, with the offset remembered per hour when it holds the whole hour."""
@@ -178,14 +179,16 @@ async def read_chunks(
             if skipping:
                 skipping = False
                 continue
-            if line.strip():
+            if len(line) > MAX_LINE:  # arrived whole in one piece of the body
+                chunk.append(rules.invalid(index, _TOO_LONG))
+            elif line.strip():
                 chunk.append(parser.parse(index, line, not (check and long_numbers(line))))
             index += 1
             if len(chunk) >= size:
                 yield chunk
                 chunk = []
         if len(pending) > MAX_LINE and not skipping:
-            chunk.append(rules.invalid(index, f"The line is longer than {MAX_LINE} bytes."))
+            chunk.append(rules.invalid(index, _TOO_LONG))
             index += 1
             skipping = True
             pending = b""

@@ -22,6 +22,7 @@ from app.db import dialect
 from app.errors import InvalidInput, InvalidState, NotFound
 from app.events import account_changed
 from app.idempotency import claim
+from app.instants import representable, too_far
 from app.ledger.bulk import holder_accounts, issue_lot
 from app.ledger.models import Asset, Lot
 from app.units import BIGINT_MAX
@@ -46,10 +47,11 @@ class Issued:
 def _check_period_end(period_end: datetime, now: datetime) -> datetime:
     if period_end.utcoffset() is None:
         raise InvalidInput("periodEnd must carry an offset.", "periodEnd")
-    period_end = period_end.astimezone(UTC)
     if period_end > now:
         raise InvalidInput("periodEnd may not be in the future.", "periodEnd")
-    return period_end
+    if not representable(period_end):
+        raise InvalidInput(too_far("periodEnd"), "periodEnd")
+    return period_end.astimezone(UTC)
 
 
 async def issue_scenario_reductions(

@@ -28,6 +28,7 @@ from app.db import dialect
 from app.errors import InvalidInput, InvalidState, NotFound
 from app.participants import Participant
 from registry import consent, records_sql, rules
+from registry.approval_rules import CODE_RE
 from registry.authorizations import active_authorizations
 from registry.models import Methodology, Scenario, ScenarioRecord, ScenarioStatus
 from registry.records_sql import AlreadyStored
@@ -55,6 +56,8 @@ async def scenario_terms(principal: Principal, scenario_code: str) -> Terms:
     Another organisation's scenario answers NOT_FOUND, like a scenario that does not exist.
     """
     org = principal.require_org("scenario_operator")
+    if not CODE_RE.fullmatch(scenario_code):  # no scenario has such a code
+        raise NotFound("No such scenario.", "scenarioCode")
     scenario = await Scenario.filter(code=scenario_code).first()
     if scenario is None or scenario.operator_org != org:
         raise NotFound("No such scenario.", "scenarioCode")

@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from app.instants import representable, too_far
 from app.units import BIGINT_MAX
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -140,8 +141,12 @@ def check_item(
     """Check one item's shape and compute its grams; an INVALID_INPUT rejection when malformed."""
     if not isinstance(external_ref, str) or not 0 < len(external_ref) <= MAX_REF:
         return invalid(index, f"externalRef must be a string of 1 to {MAX_REF} characters.")
+    if not _unicode(external_ref):
+        return invalid(index, "externalRef must be Unicode text (a lone surrogate is not).")
     if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT:
         return invalid(index, f"subject must be a string of 1 to {MAX_SUBJECT} characters.")
+    if not _unicode(subject):
+        return invalid(index, "subject must be Unicode text (a lone surrogate is not).")
     number = as_decimal(quantity)
     if number is None:
         return invalid(index, "quantity must be a finite number.")
@@ -151,6 +156,8 @@ def check_item(
         occurred_at = parse_instant(occurred_at)
     if not isinstance(occurred_at, datetime) or occurred_at.utcoffset() is None:
         return invalid(index, "occurredAt must be an ISO 8601 date-time with an offset.")
+    if not representable(occurred_at):
+        return invalid(index, too_far("occurredAt"))
     try:
         grams = computed_grams(number, grams_per_unit)
     except (InvalidOperation, OverflowError):
@@ -159,6 +166,16 @@ def check_item(
         return invalid(index, "quantity is too large.")
     occurred_at = occurred_at.astimezone(UTC)
     return Item(index, subject, number, occurred_at, external_ref, grams, shanghai_day(occurred_at))
+
+
+def _unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (JSON "\\ud800" decodes to one), which no
+    UTF-8 text, and so no database, can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_instant(text: str) -> datetime | None:

@@ -70,6 +70,8 @@ async def test_created_right_is_listed_with_its_merchant(client):
         ({"validFrom": iso(timedelta(days=3)), "validUntil": iso(timedelta(days=2))}, "validUntil"),
         ({"validUntil": iso(timedelta(days=-1))}, "validUntil"),
         ({"minCreditGrade": "ZZ"}, "minCreditGrade"),
+        ({"validFrom": "0001-01-01T00:00:00+14:00"}, "validFrom"),
+        ({"validUntil": "9999-12-31T23:59:59-14:00"}, "validUntil"),
     ],
 )
 async def test_invalid_terms_name_the_field_and_create_nothing(client, fields, field):

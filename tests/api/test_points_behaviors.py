@@ -132,12 +132,15 @@ async def test_duplicates_count_once_and_rejections_do_not_block_others(client):
         {**event(subject, "recycle"), "occurredAt": "2026-01-01T10:00:00"},
         event(subject, "recycle", ref=""),
         event(subject, "recycle"),
+        {**event(subject, "recycle"), "occurredAt": "0001-01-01T00:00:00+14:00"},
+        {**event(subject, "recycle"), "occurredAt": "9999-12-31T23:59:59-14:00"},
     ]
     payload = await record(client, operator, code, events)
     assert payload["accepted"] == 2 and payload["duplicates"] == 1
     assert [(r["index"], r["code"]) for r in payload["rejected"]] == [
         (2, "INVALID_INPUT"), (3, "OUT_OF_PERIOD"), (4, "OUT_OF_PERIOD"), (5, "NOT_AUTHORIZED"),
-        (6, "NOT_AUTHORIZED"), (7, "INVALID_INPUT"), (8, "INVALID_INPUT")]
+        (6, "NOT_AUTHORIZED"), (7, "INVALID_INPUT"), (8, "INVALID_INPUT"), (10, "INVALID_INPUT"),
+        (11, "INVALID_INPUT")]
     again = await record(client, operator, code, [event(subject, "recycle", ref=ref)])
     assert (again["accepted"], again["duplicates"]) == (0, 1)
     assert await _experience(pid) == 20

@@ -143,6 +143,50 @@ async def test_malformed_lines_are_rejected_by_index_and_blank_lines_skipped(cli
     assert answers(response.json()) == (2, 0, [(i, "INVALID_INPUT") for i in (1, 3, 4, 5, 6, 7, 8, 9, 10)])
 
 
+async def test_lines_no_date_time_or_database_can_hold_are_rejected_alone(client):
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+
+    def line(ref: str, **fields: Any) -> bytes:
+        return json.dumps({**record(who, 1, ago(hours=2), ref), **fields}).encode()
+
+    lines = [
+        line("ok-1"),
+        line("early", occurredAt="0001-01-01T00:00:00+14:00"),
+        line("late", occurredAt="9999-12-31T23:59:59-14:00"),
+        line("exact-late", quantity=1.0000000000000001, occurredAt="9999-12-31T23:59:59-14:00"),
+        line("ok-2").replace(b'"ok-2"', b'"x-\\ud800"'),  # a lone surrogate
+        line("ok-2").replace(b'"%s"' % who.encode(), b'"\\udfff"'),
+        line("ok-2"),
+    ]
+    response = await stream(client, world, b"\n".join(lines))
+    assert response.status_code == 200, response.text
+    assert answers(response.json()) == (2, 0, [(i, "INVALID_INPUT") for i in (1, 2, 3, 4, 5)])
+    messages = [r["message"] for r in response.json()["rejected"]]
+    assert all("occurredAt" in m for m in messages[:3])
+    assert "externalRef" in messages[3] and "subject" in messages[4]
+
+
+async def test_a_line_too_long_is_refused_however_the_body_arrives(client):
+    whole, piecewise = await _twin_worlds()
+
+    def body(world: World) -> bytes:
+        who = world.subjects[0]
+        padded = {**record(who, 1, ago(hours=2), "long"), "pad": "x" * ingest.MAX_LINE}
+        return ndjson([padded, record(who, 1, ago(hours=1), "short")])
+
+    async def pieces(data: bytes):
+        for start in range(0, len(data), 1000):
+            yield data[start : start + 1000]
+
+    at_once = await stream(client, whole, body(whole))
+    headers = {"authorization": f"Bearer {piecewise.operator}", "content-type": "application/x-ndjson"}
+    in_pieces = await client.post(f"/ingest/scenarios/{piecewise.code}/records",
+                                  content=pieces(body(piecewise)), headers=headers)
+    assert at_once.json() == in_pieces.json()
+    assert answers(at_once.json()) == (1, 0, [(0, "INVALID_INPUT")])
+
+
 async def test_an_empty_body_counts_nothing(client):
     world = await make_world(residents=1)
     response = await stream(client, world, b"")
@@ -165,6 +209,8 @@ async def test_ingest_refuses_without_a_valid_token_role_or_ownership(client):
     missing = await stream(client, world, body, auth=other, code="NO-SUCH-SCENARIO")
     assert (foreign.status_code, foreign.json()) == (missing.status_code, missing.json())
     assert foreign.status_code == 404 and foreign.json()["code"] == "NOT_FOUND"
+    too_long = await stream(client, world, body, code="A" * 65)
+    assert (too_long.status_code, too_long.json()["code"]) == (404, "NOT_FOUND")
     assert await ScenarioRecord.filter(scenario_id=world.scenario_id).count() == 0
 
 

@@ -109,6 +109,11 @@ async def test_issuance_input_and_callers_are_checked(client):
     world, period_end = await _world_with_records(client)
     future = await issue(client, world.code, ago(hours=-1))
     assert [(e["code"], e["field"]) for e in future["userErrors"]] == [("INVALID_INPUT", "periodEnd")]
+    for extreme in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        body = await op(client, "IssueScenarioReductions", {"input": {
+            "scenarioCode": world.code, "periodEnd": extreme, "idempotencyKey": unique("k")}}, CENTER)
+        errors = data(body)["issueScenarioReductions"]["userErrors"]
+        assert [(e["code"], e["field"]) for e in errors] == [("INVALID_INPUT", "periodEnd")]
     missing = await issue(client, "NO-SUCH-SCENARIO", period_end)
     assert [e["code"] for e in missing["userErrors"]] == ["NOT_FOUND"]
     variables = {"input": {"scenarioCode": world.code, "periodEnd": period_end.isoformat(),

@@ -100,12 +100,15 @@ async def test_each_refusal_has_its_code_and_blocks_no_other_item(client):
         record(ok, 1, ago(hours=1), ""),             # 10 empty externalRef
         {**record(ok, 1, ago(hours=1)), "occurredAt": "2026-11-01T08:00:00"},  # 11 no offset
         record(ok, 1e300, ago(hours=1)),             # 12 grams beyond 64 bits
+        {**record(ok, 1, ago(hours=1)), "occurredAt": "0001-01-01T00:00:00+14:00"},  # 13 before year 1 in UTC
+        {**record(ok, 1, ago(hours=1)), "occurredAt": "9999-12-31T23:59:59-14:00"},  # 14 after 9999
     ]
     payload = await submit(client, world, batch)
     assert answers(payload) == (2, 0, [
         (1, "INVALID_INPUT"), (2, "INVALID_INPUT"), (3, "OUT_OF_PERIOD"), (4, "OUT_OF_PERIOD"),
         (5, "NOT_AUTHORIZED"), (6, "NOT_AUTHORIZED"), (7, "NOT_AUTHORIZED"), (9, "NOT_AUTHORIZED"),
-        (10, "INVALID_INPUT"), (11, "INVALID_INPUT"), (12, "INVALID_INPUT"),
+        (10, "INVALID_INPUT"), (11, "INVALID_INPUT"), (12, "INVALID_INPUT"), (13, "INVALID_INPUT"),
+        (14, "INVALID_INPUT"),
     ])
     assert all(r["message"] for r in payload["rejected"])
     assert await ScenarioRecord.filter(scenario_id=world.scenario_id).count() == 2
