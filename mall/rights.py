@@ -10,11 +10,11 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
-from app.errors import InvalidState, NotFound
+from app.errors import InvalidInput, InvalidState, NotFound
 from mall import catalog, stock_gate
 from mall.merchants import own_merchant
 from mall.models import Merchant, MerchantStatus, Right
-from mall.rules import check_price, check_restock, check_right_terms, check_window
+from mall.rules import STOCK_LIMIT, check_price, check_restock, check_right_terms, check_window
 from points.credit import GRADES
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,12 @@ async def restock_right(principal: Principal, right_id: int, quantity: int) -> R
     merchant = await own_merchant(principal)
     check_restock(quantity)
     async with in_transaction() as conn:
-        await _own_right(merchant, right_id, conn)
+        held = await _own_right(merchant, right_id, conn)  # its row locked until the commit
+        if held.stock_total > STOCK_LIMIT - quantity:
+            raise InvalidInput(
+                f"A right can be stocked with at most {STOCK_LIMIT} items over its life; this one"
+                f" has had {held.stock_total}.", "quantity",
+            )
         await Right.filter(id=right_id).using_db(conn).update(
             stock_total=F("stock_total") + quantity, stock_remaining=F("stock_remaining") + quantity
         )

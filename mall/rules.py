@@ -23,6 +23,7 @@ VOUCHER_ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": N
 
 MAX_POINTS_PRICE = 10**12
 MAX_STOCK = 10_000_000
+STOCK_LIMIT = 2**31 - 1  # what a right's stock columns hold, over all its restocks
 MAX_PER_PERSON_LIMIT = 10_000
 MAX_QUANTITY = 1_000
 PHONE = re.compile(r"^\+?[0-9][0-9 \-]{4,30}$")

@@ -9,6 +9,7 @@ import pytest
 
 from graphql_schema.ids import decode_id
 from mall.models import Right
+from mall.rules import STOCK_LIMIT
 from tests.helpers import data, error_codes, gql, op, token, unique, user_error_codes
 from tests.mall_support import (
     approved_merchant,
@@ -149,6 +150,23 @@ async def test_restock_and_sold_out_shown_at_zero(client):
     assert await stock_of(client, right_id, merchant) == 2
     bad = await gql(client, RESTOCK, {"input": {"id": right_id, "quantity": 0}}, merchant.auth)
     assert [e["field"] for e in data(bad)["restockRight"]["userErrors"]] == ["quantity"]
+
+
+async def test_restocks_stop_at_what_the_stock_columns_hold(client):
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, stock=0)
+    await Right.filter(id=decode_id("Right", right_id)).update(stock_total=STOCK_LIMIT - 5)
+
+    async def restock(quantity: int) -> dict:
+        body = await gql(client, RESTOCK, {"input": {"id": right_id, "quantity": quantity}}, merchant.auth)
+        return data(body)["restockRight"]
+
+    over = await restock(6)
+    assert [(e["code"], e["field"]) for e in over["userErrors"]] == [("INVALID_INPUT", "quantity")]
+    assert await stock_of(client, right_id, merchant) == 0
+    assert (await restock(5))["right"]["stockRemaining"] == 5
+    assert [e["code"] for e in (await restock(1))["userErrors"]] == ["INVALID_INPUT"]
+    assert await stock_of(client, right_id, merchant) == 5
 
 
 async def test_pause_and_resume(client):
