@@ -131,8 +131,10 @@ class BehaviorDailyUsage(Model):
     class Meta:
         table = "points_behavior_daily_usage"
         constraints = [
+            # Person and day before behavior: a batch reads the usage of its people and days for
+            # every behavior of the scenario.
             UniqueConstraint(
-                fields=("scenario_id", "behavior", "participant_id", "day"),
+                fields=("scenario_id", "participant_id", "day", "behavior"),
                 name="points_behavior_daily_once",
             )
         ]
