@@ -209,6 +209,7 @@ class Issuance(Model):
 
     class Meta:
         table = "registry_issuance"
+        indexes = (("scenario_id", "id"),)  # a scenario's issuances, newest first
 
 
 class Retirement(Model):
