@@ -175,11 +175,3 @@ async def find_certificate(number: str) -> Certificate:
     if row is None:
         raise NotFound("No retirement has this certificate number.", "number")
     return await certificate(row)
-
-
-async def retirements_page(participant_id: int, first: int, before_id: int | None) -> list[Retirement]:
-    """Up to `first + 1` retirements of one holder, newest first."""
-    query = Retirement.filter(participant_id=participant_id)
-    if before_id is not None:
-        query = query.filter(id__lt=before_id)
-    return await query.order_by("-id").limit(first + 1)
