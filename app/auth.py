@@ -6,6 +6,7 @@ import asyncio
 import binascii
 import hmac
 import json
+import re
 import sys
 import time
 from collections import OrderedDict
@@ -36,6 +37,14 @@ ROLES = frozenset(
 ORG_ROLES = frozenset({"merchant", "scenario_operator", "project_developer"})
 STAFF_ROLES = frozenset({"center", "exchange", "regulator"})
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "iss", "aud"]
+MAX_SUBJECT = 128  # participant.subject
+MAX_NAME = 128  # participant.display_name
+# An organisation code that fits participant.org_code: the contract's 18-character unified social
+# credit code, or a shorter code of letters, digits and hyphens (development organisations, "M-1").
+_ORG_CODE = re.compile(r"[0-9A-Za-z-]{1,18}")
+# What no database stores as text: control characters (PostgreSQL refuses NUL) and lone
+# surrogates (not encodable as UTF-8).
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 TOKEN_CACHE_SIZE = 50_000
 HEADER_CACHE_SIZE = 64
 _HMAC_DIGESTS = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
@@ -149,21 +158,33 @@ _verified = _TokenCache(TOKEN_CACHE_SIZE)
 
 
 def _claims_to_principal(claims: dict) -> Principal:
+    """The Principal of verified claims; Unauthenticated when a claim is not what the contract
+    says (the messages never quote a claim's value)."""
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise Unauthenticated("The token's roles claim must be a list of strings.")
     org = claims.get("org")
     if org is not None and not isinstance(org, str):
         raise Unauthenticated("The token's org claim must be a string.")
+    if org and not _ORG_CODE.fullmatch(org):
+        raise Unauthenticated(
+            "The token's org claim must be an organisation code: 1 to 18 letters, digits or hyphens."
+        )
     sub = claims["sub"]
-    if not isinstance(sub, str) or not 0 < len(sub) <= 128:
-        raise Unauthenticated("The token's sub claim must be a string of 1 to 128 characters.")
+    if not isinstance(sub, str) or not 0 < len(sub) <= MAX_SUBJECT or _NOT_TEXT.search(sub):
+        raise Unauthenticated(
+            "The token's sub claim must be a string of 1 to 128 characters, without control characters."
+        )
     name = claims.get("name")
+    if isinstance(name, str) and len(name) > MAX_NAME:
+        raise Unauthenticated("The token's name claim must be at most 128 characters.")
     return Principal(
         subject=sub,
         roles=frozenset(r for r in roles if r in ROLES),
         org=org or None,
-        name=name if isinstance(name, str) else None,
+        # A name that is not text (not a string, control characters, lone surrogates) is no
+        # name: the resident is shown under their masked subject.
+        name=name if isinstance(name, str) and not _NOT_TEXT.search(name) else None,
     )
 
 

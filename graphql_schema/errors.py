@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
+from tortoise.exceptions import ValidationError
 
 from app.errors import AccessError, DomainError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A value a model field refuses (too long, out of range); the message never quotes the value,
+# which may be personal data.
+FIELD_REFUSED = "A value is too long or otherwise not allowed for its field."
+# graphql-core's suggestion sentence (see graphql.pyutils.did_you_mean); names never hold a '?'.
+_SUGGESTION = re.compile(r" ?Did you mean [^?]*\?")
 
 
 @strawberry.type
@@ -40,7 +47,7 @@ async def attempt(make: Callable[[], Awaitable[T]], refused: Callable[[UserError
 
 def _coded(error: GraphQLError, code: str, message: str | None = None) -> GraphQLError:
     return GraphQLError(
-        message=message or error.message,
+        message=error.message if message is None else message,
         nodes=error.nodes,
         source=error.source,
         positions=error.positions,
@@ -63,13 +70,18 @@ class ErrorCodes(MaskErrors):
             original = error.original_error
             if isinstance(original, AccessError | DomainError):
                 out.append(_coded(error, original.code, original.message))
+            elif isinstance(original, ValidationError):
+                # An input a model field refuses (longer than its column): the client's doing,
+                # so not logged; a transaction the error left was rolled back.
+                out.append(_coded(error, "INVALID_INPUT", FIELD_REFUSED))
             elif original is None:
                 out.append(_coded(error, "BAD_REQUEST", self._hidden(error.message)))
             elif isinstance(original, GraphQLError):
-                out.append(_coded(error, "BAD_USER_INPUT"))
+                # Variables that do not fit their types (suggestions name enum values, fields).
+                out.append(_coded(error, "BAD_USER_INPUT", self._hidden(error.message)))
             elif error.path is None and isinstance(original, ValueError | TypeError):
                 # A literal a scalar refused while the document was validated (a bad BigInt).
-                out.append(_coded(error, "BAD_USER_INPUT"))
+                out.append(_coded(error, "BAD_USER_INPUT", self._hidden(error.message)))
             else:
                 log.error("unexpected error at %s", error.path, exc_info=original)
                 out.append(_coded(error, "INTERNAL_SERVER_ERROR", "Unexpected error."))
@@ -77,6 +89,6 @@ class ErrorCodes(MaskErrors):
 
     def _hidden(self, message: str) -> str:
         """In production, a message without "Did you mean ...?" (it names what introspection hides)."""
-        if self.production and "Did you mean" in message:
-            return message.split(" Did you mean", 1)[0]
+        if self.production:
+            return _SUGGESTION.sub("", message)
         return message

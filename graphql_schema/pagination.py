@@ -14,6 +14,7 @@ from app.errors import InvalidInput
 T = TypeVar("T")
 N = TypeVar("N")
 MAX_PAGE = 100
+MAX_POSITION = 2**63 - 1  # keyset positions are BIGINT ids
 
 
 @strawberry.type
@@ -52,7 +53,8 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
         tag, _, value = raw.partition(":")
-        if tag == "c" and value.isdigit():
+        # ASCII digits only (str.isdigit also takes other scripts' digits), within a BIGINT.
+        if tag == "c" and value.isascii() and value.isdigit() and int(value) <= MAX_POSITION:
             return int(value)
     except (binascii.Error, UnicodeError, ValueError):
         pass

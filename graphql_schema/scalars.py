@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+import re
 from typing import NewType
 
 import strawberry
 
 from app.units import BIGINT_MAX
 
+BIGINT_MIN = -BIGINT_MAX - 1
+# ASCII digits only (\d and str.isdigit also take other scripts' digits); 19 digits hold 2**63.
+_DIGITS = re.compile(r"-?[0-9]{1,19}")
+# One message for every refusal: it never quotes the value, which may be huge.
+_NOT_A_BIGINT = "BigInt must be a whole number of 64 bits, written as decimal digits."
+
 
 def _parse_bigint(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError("BigInt must be an integer, not a boolean.")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        number = int(value.strip())
-    else:
-        raise ValueError("BigInt must be a whole number, as digits or a number.")
-    if not -BIGINT_MAX - 1 <= number <= BIGINT_MAX:
-        raise ValueError("BigInt is outside the 64-bit range.")
-    return number
+    """A BigInt from a variable or literal: a 64-bit whole number, as a number or ASCII digits."""
+    if isinstance(value, str):
+        value = int(value) if _DIGITS.fullmatch(value) else None
+    elif isinstance(value, float):
+        value = int(value) if value.is_integer() else None
+    if not isinstance(value, int) or isinstance(value, bool) or not BIGINT_MIN <= value <= BIGINT_MAX:
+        raise ValueError(_NOT_A_BIGINT)
+    return value
 
 
 BigInt = NewType("BigInt", int)
