@@ -145,6 +145,10 @@ async def assess_scenario(
             start, end = publicity_window(today, given, calendar)
             scenario.publicity_starts_on, scenario.publicity_ends_on = start, end
             changed += ["publicity_starts_on", "publicity_ends_on"]
+        elif outcome is ScenarioStatus.REJECTED:
+            # No publicity period opens: a start the first approver gave goes (the audit keeps it).
+            scenario.publicity_starts_on = scenario.publicity_set_by = None
+            changed += ["publicity_starts_on", "publicity_set_by"]
         scenario.status = outcome.value
         await ScenarioAssessment.create(
             scenario_id=scenario.id,

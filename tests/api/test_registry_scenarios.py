@@ -112,6 +112,17 @@ async def test_a_start_given_by_the_first_approver_is_used_when_the_second_opens
     assert (await Scenario.get(code=scenario["code"])).publicity_set_by == "center-assessor"
 
 
+async def test_a_start_given_by_the_first_approver_goes_when_the_second_rejects(client):
+    scenario = await _fresh(client)
+    start = shanghai_today() - timedelta(days=10)
+    await _assess(client, CENTER, scenario["id"], publicityStartsOn=start.isoformat())
+    rejected = await _assess(client, EXCHANGE, scenario["id"], approve=False, comment="no")
+    assert rejected["scenario"]["status"] == "REJECTED"
+    shown = rejected["scenario"]
+    assert (shown["publicityStartsOn"], shown["publicityEndsOn"]) == (None, None)
+    assert (await Scenario.get(code=scenario["code"])).publicity_set_by is None
+
+
 async def test_a_start_over_90_days_back_is_refused_and_changes_nothing(client):
     scenario = await _fresh(client)
     assert (await _assess(client, CENTER, scenario["id"]))["userErrors"] == []
