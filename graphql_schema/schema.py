@@ -18,6 +18,7 @@ from app.settings import get_settings
 from graphql_schema import account, mall, points, records, registry, retirement
 from graphql_schema.pipeline import Pipeline
 from graphql_schema.scalars import SCALAR_MAP
+from graphql_schema.text_inputs import StorableText
 
 MAX_DEPTH = 10
 MAX_TOKENS = 5000
@@ -71,7 +72,7 @@ def build_schema() -> strawberry.Schema:
     """Assemble the schema from every domain's Query, Mutation and Subscription."""
     settings = get_settings()
     # Rule classes are built once here: new classes per request would defeat the validation cache.
-    rules: list[Any] = [depth_rule(MAX_DEPTH, None, None), alias_rule(MAX_ALIASES)]
+    rules: list[Any] = [depth_rule(MAX_DEPTH, None, None), alias_rule(MAX_ALIASES), StorableText]
     if settings.production:
         rules.append(NoSchemaIntrospectionCustomRule)
     pipeline = Pipeline(production=settings.production, rules=tuple(rules),

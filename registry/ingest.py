@@ -114,6 +114,8 @@ class LineParser:
             or type(at) is not str
             or not 0 < len(subject) <= rules.MAX_SUBJECT
             or not 0 < len(ref) <= rules.MAX_REF
+            or "\x00" in subject
+            or "\x00" in ref
         ):
             return None
         kind = type(quantity)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from app.instants import representable, too_far
+from app.text import storable
 from app.units import BIGINT_MAX
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -141,12 +142,12 @@ def check_item(
     """Check one item's shape and compute its grams; an INVALID_INPUT rejection when malformed."""
     if not isinstance(external_ref, str) or not 0 < len(external_ref) <= MAX_REF:
         return invalid(index, f"externalRef must be a string of 1 to {MAX_REF} characters.")
-    if not _unicode(external_ref):
-        return invalid(index, "externalRef must be Unicode text (a lone surrogate is not).")
+    if not storable(external_ref):
+        return invalid(index, "externalRef must be text without NUL characters or lone surrogates.")
     if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT:
         return invalid(index, f"subject must be a string of 1 to {MAX_SUBJECT} characters.")
-    if not _unicode(subject):
-        return invalid(index, "subject must be Unicode text (a lone surrogate is not).")
+    if not storable(subject):
+        return invalid(index, "subject must be text without NUL characters or lone surrogates.")
     number = as_decimal(quantity)
     if number is None:
         return invalid(index, "quantity must be a finite number.")
@@ -166,16 +167,6 @@ def check_item(
         return invalid(index, "quantity is too large.")
     occurred_at = occurred_at.astimezone(UTC)
     return Item(index, subject, number, occurred_at, external_ref, grams, shanghai_day(occurred_at))
-
-
-def _unicode(text: str) -> bool:
-    """False for a string holding a lone surrogate (JSON "\\ud800" decodes to one), which no
-    UTF-8 text, and so no database, can hold."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def parse_instant(text: str) -> datetime | None:

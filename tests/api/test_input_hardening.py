@@ -211,3 +211,23 @@ async def test_tokens_with_claims_no_participant_can_hold_are_unauthenticated(cl
     for odd in ("a\x00b", "\ud800"):
         shown = data(await gql(client, "query { me { displayName } }", auth=_signed(name=odd)))
         assert shown["me"]["displayName"].startswith("\u5c45\u6c11")
+
+
+async def test_text_no_database_can_hold_is_refused_in_literals_and_variables(client):
+    """A NUL character (PostgreSQL refuses it, SQLite would store it) or a lone surrogate in
+    any text input answers BAD_USER_INPUT on both databases, and nothing is written. (A lone
+    surrogate in the JSON of the variables is refused before: no JSON text holds one.)"""
+    code = credit_code()
+    auth = token(unique("nul"), "merchant", org=code)
+    apply = ("mutation($n: String!, $c: String!) { applyMerchant(input: {name: $n, creditCode: $c,"
+             ' contact: "138 0013 8000"}) { merchant { id } userErrors { code } } }')
+    body = await gql(client, apply, {"n": "shop\u0000one", "c": code}, auth)
+    assert error_codes(body) == ["BAD_USER_INPUT"], body
+    # graphql-core's lexer itself refuses a lone surrogate's escape as a syntax error.
+    for escaped, refused in (("\\u0000", "BAD_USER_INPUT"), ("\\ud800", "BAD_REQUEST")):
+        literal = (f'mutation {{ applyMerchant(input: {{name: "shop{escaped}one", creditCode: "{code}",'
+                   ' contact: "138 0013 8000"}) { merchant { id } } }')
+        assert error_codes(await gql(client, literal, auth=auth)) == [refused], escaped
+    assert not await Participant.filter(org_code=code).exists()
+    fine = await gql(client, apply, {"n": "shop one", "c": code}, auth)
+    assert data(fine)["applyMerchant"]["userErrors"] == []

@@ -157,14 +157,16 @@ async def test_lines_no_date_time_or_database_can_hold_are_rejected_alone(client
         line("exact-late", quantity=1.0000000000000001, occurredAt="9999-12-31T23:59:59-14:00"),
         line("ok-2").replace(b'"ok-2"', b'"x-\\ud800"'),  # a lone surrogate
         line("ok-2").replace(b'"%s"' % who.encode(), b'"\\udfff"'),
+        line("nul-\u0000"),  # a NUL character, which PostgreSQL cannot store
+        line("ok-2").replace(b'"%s"' % who.encode(), b'"a\\u0000b"'),
         line("ok-2"),
     ]
     response = await stream(client, world, b"\n".join(lines))
     assert response.status_code == 200, response.text
-    assert answers(response.json()) == (2, 0, [(i, "INVALID_INPUT") for i in (1, 2, 3, 4, 5)])
+    assert answers(response.json()) == (2, 0, [(i, "INVALID_INPUT") for i in (1, 2, 3, 4, 5, 6, 7)])
     messages = [r["message"] for r in response.json()["rejected"]]
     assert all("occurredAt" in m for m in messages[:3])
-    assert "externalRef" in messages[3] and "subject" in messages[4]
+    assert [m.split()[0] for m in messages[3:]] == ["externalRef", "subject", "externalRef", "subject"]
 
 
 async def test_a_line_too_long_is_refused_however_the_body_arrives(client):
