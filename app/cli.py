@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from app.settings import SettingsError, get_settings
+from app.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("puhui")
 
@@ -19,9 +19,30 @@ def _fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _check_database(settings: Settings, migrated: bool = True) -> None:
+    """Stop with one line (exit 1) unless the database answers and, if `migrated`, is migrated."""
+    from app.preflight import PreflightError, check_database
+
+    try:
+        asyncio.run(check_database(settings, migrated=migrated))
+    except PreflightError as exc:
+        _fail(str(exc), code=1)
+
+
+def _check_development_tokens(settings: Settings) -> None:
+    """Stop with one line unless this process may sign development tokens."""
+    if settings.production:
+        _fail("development tokens are refused when PUHUI_ENV=production")
+    if not settings.jwt_secret or settings.jwt_public_key or settings.jwt_jwks_url:
+        _fail("development tokens need PUHUI_JWT_SECRET and no PUHUI_JWT_PUBLIC_KEY or "
+              "PUHUI_JWT_JWKS_URL: with either, the service accepts only the identity provider's tokens")
+
+
 def _run_with_db(work: Callable[[], Awaitable[int]]) -> int:
     from app.db import close_db, init_db
     from app.events import drain_after_commit
+
+    _check_database(get_settings())
 
     async def main() -> int:
         await init_db()
@@ -38,17 +59,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn."""
     import uvicorn
 
-    from app.preflight import PreflightError, check_database
-
     settings = get_settings()
     workers = args.workers
     if settings.is_sqlite and workers != 1:
         log.warning("SQLite serves with one worker; ignoring --workers %d", workers)
         workers = 1
-    try:
-        asyncio.run(check_database(settings))
-    except PreflightError as exc:
-        _fail(str(exc), code=1)
+    _check_database(settings)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -68,6 +84,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply every pending migration."""
     from app.db import run_migrations
 
+    _check_database(get_settings(), migrated=False)
     asyncio.run(run_migrations())
     sys.stdout.write("migrations applied\n")
     return 0
@@ -83,18 +100,25 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Print a development token."""
-    from app.auth import ORG_ROLES, ROLES, issue_token
+    from app.auth import ORG_ROLES, ROLES, decode_token, issue_token
+    from app.errors import Unauthenticated
 
     settings = get_settings()
-    if settings.production:
-        _fail("development tokens are refused when PUHUI_ENV=production")
+    _check_development_tokens(settings)
     roles = [r.strip() for r in args.role.split(",") if r.strip()]
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         _fail(f"unknown role {unknown[0]!r}; roles are {', '.join(sorted(ROLES))}")
     if any(r in ORG_ROLES for r in roles) and not args.org:
         _fail("organisation roles need --org CODE")
-    sys.stdout.write(issue_token(args.sub, roles, org=args.org, ttl_seconds=args.ttl) + "\n")
+    if args.ttl < 1:
+        _fail(f"--ttl must be a positive number of seconds, got {args.ttl}")
+    issued = issue_token(args.sub, roles, org=args.org, ttl_seconds=args.ttl)
+    try:
+        decode_token(issued, settings)  # the service's own rules for sub and org
+    except Unauthenticated as exc:
+        _fail(f"the service would refuse this token: {exc.message}")
+    sys.stdout.write(issued + "\n")
     return 0
 
 
@@ -148,6 +172,11 @@ def cmd_jobs_run_once(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Load the demo data once and print tokens to try the API."""
     from app.demo import load_demo
+
+    settings = get_settings()
+    if settings.production:
+        _fail("demo data is refused when PUHUI_ENV=production")
+    _check_development_tokens(settings)
 
     async def work() -> int:
         for line in await load_demo():
@@ -220,4 +249,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.command == "serve" and (args.workers < 1 or args.workers > 64):
         _fail("--workers must be between 1 and 64")
+    if args.command == "serve" and not 1 <= args.port <= 65535:
+        _fail("--port must be between 1 and 65535")
     raise SystemExit(args.func(args))

@@ -174,6 +174,7 @@ async def _travel_and_issue(spec: DemoScenario, subjects: list[str], now: dateti
 
 async def load_demo() -> list[str]:
     """Load the demo once; return lines to print (what was loaded, then tokens to try the API)."""
+    people = tokens()  # first: where development tokens are refused, nothing is loaded
     now = datetime.now(UTC)
     loaded: list[str] = []
     try:
@@ -184,12 +185,12 @@ async def load_demo() -> list[str]:
             await _travel_and_issue(spec, travellers.get(spec.code, []), now, loaded)
     except DomainError as exc:
         # e.g. no holiday calendar for this year yet: say so, and still print the tokens
-        return [f"demo data not (fully) loaded: {exc.message}"] + tokens()
+        return [f"demo data not (fully) loaded: {exc.message}"] + people
     finally:
         await flush_notices()
     head = ["demo data loaded: " + "; ".join(loaded)] if loaded else [
         "demo data already loaded; nothing new"]
-    return head + tokens()
+    return head + people
 
 
 def tokens() -> list[str]:

@@ -1,4 +1,4 @@
-"""Checks `puhui serve` runs before starting workers: the database answers and is migrated."""
+"""Checks the `puhui` commands run before their work: the database answers (and is migrated)."""
 
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-async def check_database(settings: Settings) -> None:
-    """Raise PreflightError unless the database answers and has every migration applied."""
+async def check_database(settings: Settings, migrated: bool = True) -> None:
+    """Raise PreflightError unless the database answers and, if `migrated`, has every migration."""
     try:
         config = tortoise_config(settings)
         async with TortoiseContext() as context:
             await asyncio.wait_for(context.init(config=config), CONNECT_TIMEOUT_SECONDS)
             connection = context.db("default")
             await asyncio.wait_for(connection.execute_query("SELECT 1"), CONNECT_TIMEOUT_SECONDS)
-            steps = await MigrationExecutor(connection, config["apps"]).plan()
+            steps = await MigrationExecutor(connection, config["apps"]).plan() if migrated else []
     except TimeoutError:
         raise PreflightError(
             f"the database did not answer within {CONNECT_TIMEOUT_SECONDS:.0f} s"

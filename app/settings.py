@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 ENVIRONMENTS = ("development", "test", "production")
 DEV_SECRET = "puhui-development-secret-change-me-0123456789"
+_DIGITS = re.compile(r"[0-9]+")
 
 
 class SettingsError(Exception):
@@ -98,9 +100,12 @@ def _public_key(raw: str | None) -> str | None:
     text = raw.strip().replace("\\n", "\n")
     if not text.startswith("-----BEGIN"):
         path = Path(text)
-        if not path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+        except (OSError, UnicodeDecodeError):  # a name too long, an unreadable file, not text
+            text = ""
+        if not text:
             raise SettingsError("PUHUI_JWT_PUBLIC_KEY must be a PEM public key or the path of a PEM file")
-        text = path.read_text().strip()
     public_key_algorithm(text)
     return text + "\n"
 
@@ -131,6 +136,43 @@ def _database_url(raw: str | None) -> str:
     return url
 
 
+def _redis_url(raw: str | None) -> str | None:
+    """PUHUI_REDIS_URL as redis-py reads it: redis://HOST:PORT/DB, rediss://... or unix://PATH?db=DB."""
+    if not raw:
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("PUHUI_REDIS_URL must start with redis://, rediss:// or unix://")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise SettingsError(
+            "PUHUI_REDIS_URL has a malformed host or port (ports are 1 to 65535): redis://HOST:PORT/DB"
+        ) from None
+    if port == 0:
+        raise SettingsError("PUHUI_REDIS_URL has port 0 (ports are 1 to 65535)")
+    dbs = parse_qs(parts.query).get("db", [])
+    if parts.scheme == "unix":
+        if not parts.path.strip("/"):
+            raise SettingsError("PUHUI_REDIS_URL unix://PATH needs the socket's path")
+    else:
+        if not parts.hostname:
+            raise SettingsError("PUHUI_REDIS_URL must name a host: redis://HOST:PORT/DB")
+        if parts.path not in ("", "/"):
+            dbs.append(parts.path[1:])
+    if not all(_DIGITS.fullmatch(db) for db in dbs):
+        raise SettingsError(
+            "PUHUI_REDIS_URL's database must be a whole number from 0: redis://HOST:PORT/DB"
+        )
+    from redis.asyncio.connection import parse_url  # only when Redis is configured
+
+    try:
+        parse_url(raw)  # the values of its other options (socket_timeout=, ...)
+    except ValueError as exc:
+        raise SettingsError(f"PUHUI_REDIS_URL: {exc}") from None
+    return raw
+
+
 def _http_url(name: str, raw: str | None) -> str | None:
     if not raw:
         return None
@@ -149,9 +191,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 
     database_url = _database_url(env.get("PUHUI_DATABASE_URL"))
 
-    redis_url = env.get("PUHUI_REDIS_URL") or None
-    if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError("PUHUI_REDIS_URL must start with redis://, rediss:// or unix://")
+    redis_url = _redis_url(env.get("PUHUI_REDIS_URL"))
 
     secret = env.get("PUHUI_JWT_SECRET") or None
     public_key = _public_key(env.get("PUHUI_JWT_PUBLIC_KEY"))

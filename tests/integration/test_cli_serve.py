@@ -13,6 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from graphql_schema.schema import schema
 from tests.helpers import data, error_codes, gql, token, unique
 from tests.serve_support import (
+    PUHUI,
+    ROOT,
+    Completed,
     cli_env,
     free_port,
     on_postgres,
@@ -23,6 +26,7 @@ from tests.serve_support import (
 
 pytestmark = pytest.mark.usefixtures("database")
 ME = "query { me { id account { reductionGrams points } } }"
+REFUSAL_WAIT_SECONDS = 20.0  # a refused serve stops at once; one still running after this serves
 PUBLIC_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
 ).decode()
@@ -35,6 +39,22 @@ def _one_line_failure(done) -> str:
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("puhui: ")
     return lines[0]
+
+
+async def _serve_refused(*args: str, env: dict[str, str] | None = None) -> Completed:
+    """`puhui serve ARGS` that must stop at once; stopped, and the test failed, if it serves."""
+    process = await asyncio.create_subprocess_exec(
+        PUHUI, "serve", *args, cwd=ROOT, env=env or cli_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), REFUSAL_WAIT_SECONDS)
+    except TimeoutError:
+        process.terminate()
+        await process.wait()
+        pytest.fail(f"puhui serve {' '.join(args)} was not refused: it is serving")
+    assert process.returncode is not None
+    return Completed(process.returncode, stdout.decode(), stderr.decode())
 
 
 @pytest.mark.parametrize(
@@ -53,6 +73,28 @@ def _one_line_failure(done) -> str:
 async def test_bad_settings_stop_serve_with_one_line(overrides, fragment):
     done = await run_cli("serve", "--port", str(free_port()), env=cli_env(**overrides))
     assert fragment in _one_line_failure(done)
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0"])
+async def test_serve_refuses_a_port_outside_1_to_65535(port):
+    done = await _serve_refused("--port", port)
+    assert "--port must be between 1 and 65535" in _one_line_failure(done)
+
+
+@pytest.mark.parametrize(
+    ("url", "workers"),
+    [
+        ("redis://127.0.0.1:notaport/0", 1),
+        ("redis://127.0.0.1:99999/0", 1),
+        ("redis://127.0.0.1:6379/x", 1),
+        ("redis://127.0.0.1:notaport/0", 2),
+    ],
+)
+async def test_a_malformed_redis_url_stops_serve_with_one_line(url, workers):
+    done = await _serve_refused("--port", str(free_port()), "--workers", str(workers),
+                                env=cli_env(PUHUI_REDIS_URL=url))
+    assert "PUHUI_REDIS_URL" in _one_line_failure(done)
+    assert done.code == 2
 
 
 async def test_an_unreachable_database_stops_serve_with_one_line():

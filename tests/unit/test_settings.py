@@ -49,6 +49,18 @@ def test_postgresql_urls_are_normalised():
         ({"PUHUI_DATABASE_URL": "postgres:///db"}, "host"),
         ({"PUHUI_DATABASE_URL": "sqlite://"}, "path"),
         ({"PUHUI_REDIS_URL": "localhost:6379"}, "PUHUI_REDIS_URL"),
+        ({"PUHUI_REDIS_URL": "redis://127.0.0.1:notaport/0"}, "port"),
+        ({"PUHUI_REDIS_URL": "redis://127.0.0.1:99999/0"}, "port"),
+        ({"PUHUI_REDIS_URL": "redis://127.0.0.1:0/0"}, "port 0"),
+        ({"PUHUI_REDIS_URL": "redis://[::1/0"}, "malformed"),
+        ({"PUHUI_REDIS_URL": "redis://:6379/0"}, "host"),
+        ({"PUHUI_REDIS_URL": "redis://127.0.0.1:6379/x"}, "database"),
+        ({"PUHUI_REDIS_URL": "redis://127.0.0.1:6379/-1"}, "database"),
+        ({"PUHUI_REDIS_URL": "redis://127.0.0.1:6379?db=two"}, "database"),
+        ({"PUHUI_REDIS_URL": "unix://"}, "path"),
+        ({"PUHUI_REDIS_URL": "unix:///run/redis.sock?db=x"}, "database"),
+        ({"PUHUI_REDIS_URL": "redis://127.0.0.1:6379/0?socket_timeout=soon"}, "socket_timeout"),
+        ({"PUHUI_JWT_PUBLIC_KEY": "k" * 5000}, "path of a PEM file"),
         ({"PUHUI_JWT_SECRET": "too-short"}, "at least 32"),
         ({"PUHUI_ENV": "production"}, "PUHUI_JWT_PUBLIC_KEY or PUHUI_JWT_JWKS_URL"),
         ({"PUHUI_ENV": "production", "PUHUI_JWT_SECRET": SECRET}, "PUHUI_JWT_PUBLIC_KEY"),
@@ -107,6 +119,34 @@ def test_a_public_key_may_be_given_with_escaped_newlines_or_as_a_file(tmp_path):
     settings = load_settings({"PUHUI_JWT_PUBLIC_KEY": str(path)})
     assert settings.jwt_public_key == EC_PEM
     assert settings.jwt_algorithms == ["ES256"]
+
+
+def test_a_public_key_file_that_is_not_text_is_refused(tmp_path):
+    path = tmp_path / "idp.der"
+    path.write_bytes(b"0\x82\x01\"0\r\x06\t*\x86H\x86\xf7\r\x01\x01\x01\x05\x00\xff\xfe")
+    with pytest.raises(SettingsError, match="path of a PEM file"):
+        load_settings({"PUHUI_JWT_PUBLIC_KEY": str(path)})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "redis://127.0.0.1",
+        "redis://:hunter2@cache.internal:6380/15",
+        "rediss://app:secret@cache.internal:6380/2?socket_timeout=2.5",
+        "redis://127.0.0.1:6379?db=3",
+        "unix:///run/redis/redis.sock?db=1",
+    ],
+)
+def test_redis_urls_redis_py_reads_are_accepted(url):
+    assert load_settings({"PUHUI_REDIS_URL": url}).redis_url == url
+
+
+def test_a_redis_password_never_appears_in_a_reason():
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"PUHUI_REDIS_URL": "redis://:hunter2-secret@cache:port/0"})
+    assert "hunter2" not in str(caught.value)
 
 
 def test_jwks_allows_rs256_and_es256_only():
