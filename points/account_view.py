@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.sql import fetch
-from points.credit import Standing, is_current, standing_from_row
+from points.credit import Standing, cancellation_cutoff, is_current, standing_from_row
 from points.growth import Growth, growth_of
 from points.rules import Level
 
@@ -17,6 +17,8 @@ SELECT pt.display_name AS display_name,
        c.score AS score, c.grade AS grade, c.factors AS factors, c.updated_at AS updated_at,
        c.grams_mark AS grams_mark, c.points_mark AS points_mark,
        c.experience_mark AS experience_mark,
+       (SELECT COUNT(*) FROM points_voucher_cancellation v
+        WHERE v.participant_id = pt.id AND v.created_at >= $2) AS recent_cancellations,
        l.code AS level_code, l.name AS level_name, l.min_experience AS level_min
 FROM participant pt
 LEFT JOIN ledger_account g ON g.participant_id = pt.id AND g.asset = 'REDUCTION_GRAMS'
@@ -49,7 +51,7 @@ class AccountView:
 
 async def account_view(participant_id: int) -> AccountView:
     """The account of a participant, read in one statement."""
-    rows = await fetch(_ACCOUNT_SQL, [participant_id])
+    rows = await fetch(_ACCOUNT_SQL, [participant_id, cancellation_cutoff()])
     if not rows:
         return AccountView(participant_id, 0, 0, growth_of(0, []), {})
     first = rows[0]

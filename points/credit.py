@@ -28,6 +28,7 @@ from points.credit_rules import (
     GRADES,
     CreditInputs,
     CreditResult,
+    cancellation_penalty,
     compute_credit,
     grade_rank,
 )
@@ -109,7 +110,9 @@ SELECT c.score AS score, c.grade AS grade, c.factors AS factors, c.updated_at AS
        c.grams_mark AS grams_mark, c.points_mark AS points_mark,
        c.experience_mark AS experience_mark,
        COALESCE(g.balance, 0) AS grams_balance, COALESCE(pt.balance, 0) AS points_balance,
-       COALESCE(x.total, 0) AS experience
+       COALESCE(x.total, 0) AS experience,
+       (SELECT COUNT(*) FROM points_voucher_cancellation v
+        WHERE v.participant_id = p.id AND v.created_at >= $2) AS recent_cancellations
 FROM participant p
 LEFT JOIN ledger_account g ON g.participant_id = p.id AND g.asset = 'REDUCTION_GRAMS'
 LEFT JOIN ledger_account pt ON pt.participant_id = p.id AND pt.asset = 'POINTS'
@@ -151,19 +154,30 @@ def standing_from_row(row: dict) -> Standing | None:
     )
 
 
+def cancellation_cutoff(now: datetime | None = None) -> datetime:
+    """The earliest voucher cancellation that still counts against the standing."""
+    return (now or datetime.now(UTC)) - timedelta(days=CANCELLATION_WINDOW_DAYS)
+
+
 def is_current(row: dict) -> bool:
-    """True when a stored standing was computed at the balances and experience held now."""
+    """True when a stored standing was computed at the balances, experience and recent voucher
+    cancellations held now (a cancellation leaving the 30-day window changes the standing
+    though nothing else does)."""
+    if row.get("score") is None:
+        return False
+    standing = standing_from_row(row)
+    stored = dict(standing.factors).get("voucher_cancellations", 0) if standing else 0
     return (
-        row.get("score") is not None
-        and int(row["grams_mark"]) == int(row["grams_balance"])
+        int(row["grams_mark"]) == int(row["grams_balance"])
         and int(row["points_mark"]) == int(row["points_balance"])
         and int(row["experience_mark"]) == int(row["experience"])
+        and stored == cancellation_penalty(int(row["recent_cancellations"]))
     )
 
 
 async def current_standing(participant_id: int) -> Standing:
     """The participant's standing, recomputed first if it is missing, stale or due a refresh."""
-    rows = await fetch(_CURRENT_SQL, [participant_id])
+    rows = await fetch(_CURRENT_SQL, [participant_id, cancellation_cutoff()])
     if rows and is_current(rows[0]) and participant_id not in _refreshes:
         standing = standing_from_row(rows[0])
         if standing is not None:
@@ -232,7 +246,7 @@ async def recompute_many(participant_ids: Iterable[int]) -> dict[int, Standing]:
     standings: dict[int, Standing] = {}
     for start in range(0, len(wanted), _CHUNK):
         now = datetime.now(UTC)
-        cutoff = now - timedelta(days=CANCELLATION_WINDOW_DAYS)
+        cutoff = cancellation_cutoff(now)
         chunk = wanted[start : start + _CHUNK]
         ids = ", ".join(f"${n}" for n in range(3, 3 + len(chunk)))
         rows = await fetch(_INPUTS_SQL.replace("{ids}", ids),

@@ -66,9 +66,13 @@ def grade_rank(grade: str) -> int:
     return GRADES.index(grade)
 
 
+def cancellation_penalty(recent_cancellations: int) -> int:
+    """The voucher_cancellations factor for the cancellations of the last 30 days."""
+    return -min(200, 25 * max(0, recent_cancellations - FREE_CANCELLATIONS))
+
+
 def compute_credit(inputs: CreditInputs) -> CreditResult:
     """The credit standing for a participant's history (see the module docstring)."""
-    extra_cancellations = max(0, inputs.recent_cancellations - FREE_CANCELLATIONS)
     factors = (
         ("base", BASE),
         ("reductions_earned", min(200, max(0, inputs.reductions_earned_grams) // 5_000)),
@@ -78,7 +82,7 @@ def compute_credit(inputs: CreditInputs) -> CreditResult:
         ("days_active", min(100, max(0, inputs.days_active) // 7)),
         ("fraudulent_records", -250 * max(0, inputs.fraud_flags)),
         ("other_misconduct", -120 * max(0, inputs.other_flags)),
-        ("voucher_cancellations", -min(200, 25 * extra_cancellations)),
+        ("voucher_cancellations", cancellation_penalty(inputs.recent_cancellations)),
     )
     score = max(0, min(MAX_SCORE, sum(value for _, value in factors)))
     return CreditResult(score=score, grade=grade_for(score), factors=factors)

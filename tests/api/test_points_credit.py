@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from tortoise.transactions import in_transaction
 
 from app.audit import AuditEvent
-from app.participants import organisation_id
+from app.participants import Participant, organisation_id
 from points.credit import current_grade, flush_refreshes, note_voucher_cancellation, refresh_credit
-from points.models import CreditSnapshot, CreditStanding, Experience, MisconductFlag
+from points.models import (
+    CreditSnapshot,
+    CreditStanding,
+    Experience,
+    MisconductFlag,
+    VoucherCancellation,
+)
 from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
 from tests.ledger_support import issue_grams
 from tests.points_support import (
@@ -139,6 +147,24 @@ async def test_repeated_voucher_cancellations_lower_the_standing(database):
     row = await CreditStanding.get(participant_id=pid)
     assert dict(map(tuple, row.factors))["voucher_cancellations"] == -50
     assert row.score == 350 and await current_grade(pid) == "C"
+
+
+async def test_cancellations_older_than_30_days_stop_counting_though_nothing_else_changes(client):
+    _, auth, pid = await resident()
+    for _ in range(5):
+        async with in_transaction() as conn:
+            await note_voucher_cancellation(pid, conn)
+    await refresh_credit(pid)
+    await flush_refreshes()
+    assert (await _standing(client, auth))["score"] == 350 and await current_grade(pid) == "C"
+    # A month on: the cancellations leave the window; no balance or experience changes.
+    await VoucherCancellation.filter(participant_id=pid).update(
+        created_at=datetime.now(UTC) - timedelta(days=31))
+    mine = await _standing(client, auth)
+    assert (mine["score"], mine["grade"], _factor(mine, "voucher_cancellations")) == (400, "B", 0)
+    assert await current_grade(pid) == "B"
+    staff = data(await gql(client, STAFF, {"s": (await Participant.get(id=pid)).subject}, CENTER))
+    assert staff["participantStanding"]["creditStanding"]["score"] == 400
 
 
 async def test_current_grade_answers_for_a_participant_never_computed(database):
