@@ -17,14 +17,15 @@ SELECT pt.display_name AS display_name,
        c.score AS score, c.grade AS grade, c.factors AS factors, c.updated_at AS updated_at,
        c.grams_mark AS grams_mark, c.points_mark AS points_mark,
        c.experience_mark AS experience_mark,
-       (SELECT COUNT(*) FROM points_voucher_cancellation v
-        WHERE v.participant_id = pt.id AND v.created_at >= $2) AS recent_cancellations,
+       v.recent AS recent_cancellations,
        l.code AS level_code, l.name AS level_name, l.min_experience AS level_min
 FROM participant pt
 LEFT JOIN ledger_account g ON g.participant_id = pt.id AND g.asset = 'REDUCTION_GRAMS'
 LEFT JOIN ledger_account p ON p.participant_id = pt.id AND p.asset = 'POINTS'
 LEFT JOIN points_experience x ON x.participant_id = pt.id
 LEFT JOIN points_credit_standing c ON c.participant_id = pt.id
+LEFT JOIN (SELECT COUNT(*) AS recent FROM points_voucher_cancellation
+           WHERE participant_id = $1 AND created_at >= $2) v ON 1 = 1
 LEFT JOIN points_growth_level l ON 1 = 1
 WHERE pt.id = $1
 ORDER BY l.min_experience
