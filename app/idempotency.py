@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tortoise import fields
+from tortoise import connections, fields
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
+from app.db import dialect
 from app.errors import IdempotencyConflict, InvalidInput
 from app.sql import execute, fetch, insert_rows
 
@@ -50,6 +51,7 @@ _CLAIM_COLUMNS = ("scope", '"key"', "request_hash", "result", "created_at")
 _IF_NEW = ' ON CONFLICT (scope, "key") DO NOTHING RETURNING '
 _FIRST = 'SELECT request_hash, result FROM idempotency_record WHERE scope = $1 AND "key" = $2'
 _COMPLETE = "UPDATE idempotency_record SET result = $1 WHERE id = $2"
+_CLAIMED = 'SELECT 1 FROM idempotency_record WHERE scope = $1 AND "key" = $2'
 
 
 @dataclass
@@ -94,6 +96,15 @@ async def claim(
         )
     result = first[0]["result"]
     return Claim(None, replay=True, result=json.loads(result) if isinstance(result, str) else result)
+
+
+async def claimed(scope: str, key: str) -> bool:
+    """True when a committed request has claimed (scope, key) (one probe of its unique index)."""
+    key = check_key(key)
+    if dialect() == "postgres":  # on the sold-out path of a flash sale: no rows built
+        async with connections.get("default").acquire_connection() as raw:
+            return await raw.fetchval(_CLAIMED, scope, key) is not None
+    return bool(await fetch(_CLAIMED, [scope, key]))
 
 
 async def claim_new(

@@ -44,7 +44,7 @@ from tortoise.transactions import in_transaction
 from app.auth import Principal
 from app.errors import DomainError, InsufficientPoints, NotEligible, NotFound
 from app.events import account_changed
-from app.idempotency import check_key, claim, claim_new
+from app.idempotency import check_key, claim, claim_new, claimed
 from app.ledger.accounts import holder_account_id
 from app.ledger.models import Account, Asset, EntryKind
 from app.ledger.posting import Posting, post
@@ -88,6 +88,11 @@ _TAKE_STOCK = (
 )
 
 
+def _scope(subject: str) -> str:
+    """The idempotency scope of a resident's redemptions."""
+    return f"redeem:{subject}"
+
+
 @dataclass
 class _Ask:
     """One resident's request waiting in a lane, and where its answer goes."""
@@ -109,7 +114,7 @@ class _Ask:
     @property
     def scope(self) -> str:
         """The idempotency scope of the resident's redemptions."""
-        return f"redeem:{self.subject}"
+        return _scope(self.subject)
 
 
 @dataclass
@@ -148,7 +153,11 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
     asked_at = datetime.now(UTC)
     gate = await stock_gate.take(right_id, quantity, principal.subject, key)
     if gate is stock_gate.Gate.SOLD_OUT:
-        raise OutOfStock("This right is sold out.", "quantity")
+        if await stock_gate.marks_complete() or not await claimed(_scope(principal.subject), key):
+            raise OutOfStock("This right is sold out.", "quantity")
+        # The key redeemed before and the store lost its mark: past the gate, the lane
+        # replays the first result.
+        gate = stock_gate.Gate.PASS
     try:
         participant_id = await resident_id(principal)
     except BaseException:

@@ -24,21 +24,29 @@ redemption (or refuses it exactly as it would alone) instead of answering sold o
 twin reaches the database first and redeems, the token's holder gets the replay and keeps its
 token taken: it paid for its twin's item (`mall.redeeming`).
 - The store unreachable: the gate is bypassed and the database decides alone.
+
+A key's mark may be missing though it redeemed: the store restarted empty, or a mark could not
+be written while it was unreachable. The store keeps the moment since which it holds every mark
+(`marks_complete`); within a day of it, a request the gate finds sold out asks the database
+whether its key redeemed before, so a retry still gets its first result (`mall.redeeming`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from enum import Enum
 
 from app.redis import TAKE_BYPASS, TAKE_DONE, TAKE_MISSING, TAKE_SHORT, get_store
 from mall.keys import store_key
-from mall.models import Right
+from mall.models import Redemption, Right
 
 log = logging.getLogger(__name__)
 GATE_TTL = 60
 REPLAY_TTL = 24 * 3600
+MARKS_CHECK_S = 1.0  # how often a process reads when the store began keeping every mark
+_marks = {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0}  # this process's view
 
 
 class Gate(Enum):
@@ -104,8 +112,43 @@ async def mark_redeemed(subject: str, idempotency_key: str) -> None:
     (needed when the gate was passed without a token; taking one marks the key already)."""
     try:
         await get_store().set(replay_key(subject, idempotency_key), "1", REPLAY_TTL)
-    except Exception:  # noqa: BLE001 - without the mark a retry after sell-out answers OUT_OF_STOCK
+    except Exception:  # noqa: BLE001 - the store no longer holds every mark: say so when it can
         log.warning("could not mark a redemption for replay")
+        _marks["lost"] = time.time()
+
+
+def _marks_key() -> str:
+    return store_key("gate", "marks-since")
+
+
+async def _marks_since(now: float) -> float:
+    """When the store began holding every replay mark, starting that count now if it has none
+    (a store restarted empty): a day back if no redemption was made in the last day."""
+    store = get_store()
+    if _marks["lost"]:
+        await store.set(_marks_key(), str(_marks["lost"]))
+        _marks["lost"] = 0.0
+    value = await store.get(_marks_key())
+    if value is None:
+        newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
+        since = now if newest and newest.timestamp() > now - REPLAY_TTL else now - REPLAY_TTL
+        await store.set_nx(_marks_key(), str(since))
+        value = await store.get(_marks_key())
+    return float(value) if value is not None else now
+
+
+async def marks_complete() -> bool:
+    """True when the store holds the mark of every key that redeemed in the last REPLAY_TTL
+    seconds, so a key the gate finds without one did not; read at most once a second."""
+    now = time.time()
+    if _marks["lost"] or now - _marks["checked_at"] >= MARKS_CHECK_S:
+        try:
+            _marks["since"] = await _marks_since(now)
+        except Exception:  # noqa: BLE001 - unsure: the database is asked
+            log.warning("stock gate: cannot read since when the store holds every mark")
+            return False
+        _marks["checked_at"] = now
+    return now - _marks["since"] >= REPLAY_TTL
 
 
 async def forget(right_id: int) -> None:

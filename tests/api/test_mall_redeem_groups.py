@@ -4,6 +4,7 @@ cancellations, a store that is down, clients that go away and keys from before t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -407,6 +408,44 @@ async def test_a_key_redeemed_before_groups_replays_its_redemption(client: httpx
     assert again["userErrors"] == []
     assert again["redemption"] == first["redemption"]
     assert await points_of(buyer.participant_id) == (90, 0)
+
+
+@pytest.mark.parametrize("loss", ["restart", "unwritten mark"])
+async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gate(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, loss: str
+) -> None:
+    """The store restarted empty, or could not take the mark of a redemption: a retry of that
+    redemption, the right now sold out, still gets its first result; a new key finds it sold
+    out, and so does the retry once the store again holds every mark of the last day."""
+    monkeypatch.setattr(stock_gate, "MARKS_CHECK_S", 0)
+    # This process's view as at start (tests with the store down before left a lost mark).
+    monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
+    buyer, late = await resident(points=100), await resident(points=100)
+    key = unique("k")
+    first = await redeem(client, buyer, right_id, key=key)
+    assert first["userErrors"] == []
+    store = get_store()
+    marks_since = stock_gate.store_key("gate", "marks-since")
+    await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL))  # every mark held
+    assert await stock_gate.marks_complete()
+    await store.delete(stock_gate.replay_key(buyer.subject, key))
+    if loss == "restart":  # everything the store held is gone
+        await store.delete(stock_gate.gate_key(decode_id("Right", right_id)), marks_since)
+    else:  # as mark_redeemed does when the store cannot be reached
+        stock_gate._marks["lost"] = time.time()
+    assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
+    again = await redeem(client, buyer, right_id, key=key)
+    assert again["userErrors"] == [] and again["redemption"] == first["redemption"]
+    other_input = await redeem(client, buyer, right_id, quantity=2, key=key)
+    assert outcome(other_input) == "IDEMPOTENCY_CONFLICT"
+    assert outcome(await redeem(client, buyer, right_id)) == "OUT_OF_STOCK"
+    assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
+    assert await points_of(buyer.participant_id) == (90, 0)
+    assert await _gate(right_id) == 0
+    await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL))
+    assert outcome(await redeem(client, buyer, right_id, key=key)) == "OUT_OF_STOCK"
 
 
 async def test_groups_of_graded_rights_and_credit_refreshes_never_deadlock(
