@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tortoise import connections, fields
+from tortoise import fields
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
 
-from app.db import dialect
 from app.errors import IdempotencyConflict, InvalidInput
 from app.sql import execute, fetch, insert_rows
 
@@ -100,11 +99,7 @@ async def claim(
 
 async def claimed(scope: str, key: str) -> bool:
     """True when a committed request has claimed (scope, key) (one probe of its unique index)."""
-    key = check_key(key)
-    if dialect() == "postgres":  # on the sold-out path of a flash sale: no rows built
-        async with connections.get("default").acquire_connection() as raw:
-            return await raw.fetchval(_CLAIMED, scope, key) is not None
-    return bool(await fetch(_CLAIMED, [scope, key]))
+    return bool(await fetch(_CLAIMED, [scope, check_key(key)]))
 
 
 async def claim_new(
