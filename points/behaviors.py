@@ -21,7 +21,7 @@ from app.errors import Duplicate, InvalidInput, NotFound
 from app.events import account_changed
 from app.instants import representable, too_far
 from app.participants import Participant, organisation_id
-from app.sql import fetch
+from app.sql import insert_rows
 from mall.rules import is_valid_credit_code, normalise_credit_code
 from points.credit import refresh_credit_many
 from points.growth import record_crossings
@@ -38,12 +38,21 @@ from registry.scenarios import scenario_code_taken
 
 log = logging.getLogger(__name__)
 
-_ADD_EXPERIENCE = """
-INSERT INTO points_experience (participant_id, total, updated_at) VALUES ($1, $2, $3)
-ON CONFLICT (participant_id) DO UPDATE
-SET total = points_experience.total + excluded.total, updated_at = excluded.updated_at
-RETURNING total
-"""
+_EVENT_COLUMNS = (
+    "scenario_id", "external_ref", "participant_id", "behavior", "computed_experience",
+    "earned_experience", "occurred_at", "day", "created_at",
+)
+_EXPERIENCE_COLUMNS = ("participant_id", "total", "updated_at")
+_ADD_EXPERIENCE = (
+    " ON CONFLICT (participant_id) DO UPDATE"
+    " SET total = points_experience.total + excluded.total, updated_at = excluded.updated_at"
+    " RETURNING participant_id, total"
+)
+_USAGE_COLUMNS = ("scenario_id", "behavior", "participant_id", "day", "experience")
+_SET_USAGE = (
+    " ON CONFLICT (scenario_id, participant_id, day, behavior) DO UPDATE"
+    " SET experience = excluded.experience"
+)
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,7 @@ async def record_behaviors(
         )
         usage = await _usage(conn, scenario.id, residents.values(), events)
         touched: set[tuple[str, int, date]] = set()
-        rows: list[BehaviorEvent] = []
+        rows: list[tuple[object, ...]] = []
         for index, item in enumerate(events):
             problem = _malformed(item)
             if problem:
@@ -204,21 +213,19 @@ async def record_behaviors(
             touched.add(key)
             gains[participant_id] += earned
             seen.add(item.external_ref)
-            rows.append(BehaviorEvent(
-                scenario_id=scenario.id, external_ref=item.external_ref,
-                participant_id=participant_id, behavior=rule.behavior,
-                computed_experience=rule.experience, earned_experience=earned,
-                occurred_at=item.occurred_at, day=day, created_at=now,
-            ))
+            rows.append((scenario.id, item.external_ref, participant_id, rule.behavior,
+                         rule.experience, earned, item.occurred_at, day, now))
             result.accepted += 1
-        if rows:
-            await BehaviorEvent.bulk_create(rows, using_db=conn)
+        await insert_rows(conn, "points_behavior_event", _EVENT_COLUMNS, rows)
         await _save_usage(conn, scenario.id, {k: usage[k] for k in touched})
-        totals: dict[int, tuple[int, int]] = {}
-        for participant_id in sorted(p for p, gain in gains.items() if gain > 0):
-            [row] = await fetch(_ADD_EXPERIENCE, [participant_id, gains[participant_id], now], conn)
-            new = int(row["total"])
-            totals[participant_id] = (new - gains[participant_id], new)
+        # One statement, rows in participant order (the order every batch locks them in).
+        added = await insert_rows(conn, "points_experience", _EXPERIENCE_COLUMNS, [
+            (p, gains[p], now) for p in sorted(p for p, gain in gains.items() if gain > 0)
+        ], _ADD_EXPERIENCE)
+        totals = {
+            int(r["participant_id"]): (int(r["total"]) - gains[int(r["participant_id"])], int(r["total"]))
+            for r in added
+        }
         await record_crossings(conn, totals, now)
     if totals:
         await account_changed(totals)
@@ -245,12 +252,7 @@ async def _usage(
 async def _save_usage(
     conn, scenario_id: int, usage: dict[tuple[str, int, date], int]
 ) -> None:
-    for (behavior, participant_id, day), experience in sorted(usage.items()):
-        updated = await BehaviorDailyUsage.filter(
-            scenario_id=scenario_id, behavior=behavior, participant_id=participant_id, day=day
-        ).using_db(conn).update(experience=experience)
-        if not updated:
-            await BehaviorDailyUsage.create(
-                scenario_id=scenario_id, behavior=behavior, participant_id=participant_id,
-                day=day, experience=experience, using_db=conn,
-            )
+    rows = [(scenario_id, behavior, participant_id, day, experience)
+            for (behavior, participant_id, day), experience in sorted(usage.items())]
+    if rows:
+        await insert_rows(conn, "points_behavior_daily_usage", _USAGE_COLUMNS, rows, _SET_USAGE)
