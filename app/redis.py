@@ -35,6 +35,7 @@ class Store(Protocol):
     async def incr(self, key: str, amount: int = 1, ttl: int | None = None) -> int: ...
     async def mget(self, *keys: str) -> list[bytes | None]: ...
     async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool: ...
+    async def set_nx_many(self, values: dict[str, str], ttl: int | None = None) -> None: ...
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
@@ -122,6 +123,11 @@ class MemoryStore:
             return False
         await self.set(key, value, ttl)
         return True
+
+    async def set_nx_many(self, values: dict[str, str], ttl: int | None = None) -> None:
+        """set_nx of each key and value."""
+        for key, value in values.items():
+            await self.set_nx(key, value, ttl)
 
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough (see TAKE_SCRIPT)."""
@@ -316,6 +322,14 @@ class RedisStore:
     async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool:
         """Store `value` at `key` only if the key is absent; True when stored."""
         return bool(await self.client.set(key, value, ex=ttl, nx=True))
+
+    async def set_nx_many(self, values: dict[str, str], ttl: int | None = None) -> None:
+        """set_nx of each key and value, in one round trip."""
+        if values:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in values.items():
+                    pipe.set(key, value, ex=ttl, nx=True)
+                await pipe.execute()
 
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""

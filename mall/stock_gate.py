@@ -168,7 +168,7 @@ async def live_stock(right_ids: list[int]) -> dict[int, int]:
     stock = {i: int(v) for i, v in zip(right_ids, values, strict=True) if v is not None}
     missing = [i for i in right_ids if i not in stock]
     if missing:
-        for right_id, remaining in await Right.filter(id__in=missing).values_list("id", "stock_remaining"):
-            await store.set_nx(gate_key(right_id), str(remaining), GATE_TTL)
-            stock[right_id] = remaining
+        found = dict(await Right.filter(id__in=missing).values_list("id", "stock_remaining"))
+        await store.set_nx_many({gate_key(i): str(n) for i, n in found.items()}, GATE_TTL)
+        stock.update(found)
     return {i: max(0, stock.get(i, 0)) for i in right_ids}
