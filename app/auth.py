@@ -176,15 +176,15 @@ def _claims_to_principal(claims: dict) -> Principal:
             "The token's sub claim must be a string of 1 to 128 characters, without control characters."
         )
     name = claims.get("name")
-    if isinstance(name, str) and len(name) > MAX_NAME:
-        raise Unauthenticated("The token's name claim must be at most 128 characters.")
     return Principal(
         subject=sub,
         roles=frozenset(r for r in roles if r in ROLES),
         org=org or None,
-        # A name that is not text (not a string, control characters, lone surrogates) is no
-        # name: the resident is shown under their masked subject.
-        name=name if isinstance(name, str) and not _NOT_TEXT.search(name) else None,
+        # A name no participant row holds (not a string, over 128 characters, control
+        # characters, lone surrogates) is no name: the resident is shown under their masked
+        # subject. (The contract does not require the claim; refusing it would lock them out.)
+        name=name if isinstance(name, str) and len(name) <= MAX_NAME and not _NOT_TEXT.search(name)
+        else None,
     )
 
 

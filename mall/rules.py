@@ -156,7 +156,7 @@ def check_window(valid_from: datetime, valid_until: datetime | None, now: dateti
     if valid_from.tzinfo is None or (valid_until is not None and valid_until.tzinfo is None):
         raise InvalidInput("validFrom and validUntil need a time zone offset.", "validFrom")
     for name, moment in (("validFrom", valid_from), ("validUntil", valid_until)):
-        if moment is not None and not representable(moment):
+        if moment is not None and not representable(moment, shanghai_day=False):
             raise InvalidInput(too_far(name), name)
     if valid_until is not None:
         if valid_until <= valid_from:

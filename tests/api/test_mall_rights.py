@@ -84,6 +84,12 @@ async def test_invalid_terms_name_the_field_and_create_nothing(client, fields, f
     assert mine["rights"]["edges"] == []
 
 
+async def test_a_right_valid_until_the_last_instant_a_date_time_holds_is_listed(client):
+    merchant = await approved_merchant(client)
+    payload = await create_right(client, merchant, validUntil="9999-12-31T23:59:59Z")
+    assert payload["userErrors"] == [] and payload["right"]["id"]
+
+
 async def test_listing_needs_a_token_and_checks_first(client):
     body = await op(client, "MallRights", {"first": 5})
     assert error_codes(body) == ["UNAUTHENTICATED"]
