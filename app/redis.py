@@ -38,6 +38,7 @@ class Store(Protocol):
     async def set_nx_many(self, values: dict[str, str], ttl: int | None = None) -> None: ...
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
+    async def set_max(self, key: str, value: float) -> float: ...
     async def publish(self, channel: str, message: str) -> None: ...
     async def publish_many(self, messages: Iterable[tuple[str, str]]) -> None: ...
     def subscribe(self, channel: str) -> AsyncIterator[str]: ...
@@ -62,6 +63,12 @@ return 1
 INCR_IF_EXISTS_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+SET_MAX_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) >= tonumber(ARGV[1]) then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
 """
 
 
@@ -148,6 +155,14 @@ class MemoryStore:
         if self._live(key) is None:
             return None
         return await self.incr(key, amount)
+
+    async def set_max(self, key: str, value: float) -> float:
+        """Store `value` at `key` unless the number there is as large; the number kept."""
+        current = self._live(key)
+        if current is not None and float(current) >= value:
+            return float(current)
+        await self.set(key, repr(value))
+        return value
 
     async def publish(self, channel: str, message: str) -> None:
         """Deliver `message` to this process's subscribers of `channel`."""
@@ -284,6 +299,7 @@ class RedisStore:
         self._url = url
         self._take = self.client.register_script(TAKE_SCRIPT)
         self._incr_if_exists = self.client.register_script(INCR_IF_EXISTS_SCRIPT)
+        self._set_max = self.client.register_script(SET_MAX_SCRIPT)
         self._scripts = _ScriptBatcher(self.client)
         self._fanout = RedisFanout(self.client)
 
@@ -339,6 +355,10 @@ class RedisStore:
         """Add `amount` to the counter at `key` if it exists; its new value, or None."""
         result = await self._scripts.run(self._incr_if_exists, [key], [amount])
         return None if result is None else int(result)
+
+    async def set_max(self, key: str, value: float) -> float:
+        """Store `value` at `key` unless the number there is as large, atomically; the number kept."""
+        return float(await self._set_max(keys=[key], args=[repr(value)]))
 
     async def publish(self, channel: str, message: str) -> None:
         """Publish `message` to every process subscribed to `channel`."""

@@ -33,6 +33,7 @@ whether its key redeemed before, so a retry still gets its first result (`mall.r
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -46,7 +47,9 @@ log = logging.getLogger(__name__)
 GATE_TTL = 60
 REPLAY_TTL = 24 * 3600
 MARKS_CHECK_S = 1.0  # how often a process reads when the store began keeping every mark
+PUBLISH_RETRY_S = 0.5  # how often a lost mark's moment is offered to a store that is away
 _marks = {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0}  # this process's view
+_publishing: dict[str, asyncio.Task[None]] = {}
 
 
 class Gate(Enum):
@@ -114,7 +117,29 @@ async def mark_redeemed(subject: str, idempotency_key: str) -> None:
         await get_store().set(replay_key(subject, idempotency_key), "1", REPLAY_TTL)
     except Exception:  # noqa: BLE001 - the store no longer holds every mark: say so when it can
         log.warning("could not mark a redemption for replay")
-        _marks["lost"] = time.time()
+        note_lost_mark(time.time())
+
+
+def note_lost_mark(at: float) -> None:
+    """A mark could not be written at `at`: this process stops trusting the marks at once, and
+    a task raises the store's marks-since to `at` as soon as the store answers, for every
+    process (never lowering it, whatever order the losses arrive in)."""
+    _marks["lost"] = max(_marks["lost"], at)
+    task = _publishing.get("task")
+    if task is None or task.done():
+        _publishing["task"] = asyncio.get_running_loop().create_task(_publish_lost())
+
+
+async def _publish_lost() -> None:
+    while lost := _marks["lost"]:
+        try:
+            await get_store().set_max(_marks_key(), lost)
+        except Exception:  # noqa: BLE001 - the store is still away: try again shortly
+            await asyncio.sleep(PUBLISH_RETRY_S)
+            continue
+        _marks["since"] = max(_marks["since"], lost)
+        if _marks["lost"] == lost:  # a loss noted meanwhile goes round again
+            _marks["lost"] = 0.0
 
 
 def _marks_key() -> str:
@@ -125,9 +150,6 @@ async def _marks_since(now: float) -> float:
     """When the store began holding every replay mark, starting that count now if it has none
     (a store restarted empty): a day back if no redemption was made in the last day."""
     store = get_store()
-    if _marks["lost"]:
-        await store.set(_marks_key(), str(_marks["lost"]))
-        _marks["lost"] = 0.0
     value = await store.get(_marks_key())
     if value is None:
         newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
@@ -141,7 +163,9 @@ async def marks_complete() -> bool:
     """True when the store holds the mark of every key that redeemed in the last REPLAY_TTL
     seconds, so a key the gate finds without one did not; read at most once a second."""
     now = time.time()
-    if _marks["lost"] or now - _marks["checked_at"] >= MARKS_CHECK_S:
+    if _marks["lost"]:  # noted here, not yet in the store
+        return False
+    if now - _marks["checked_at"] >= MARKS_CHECK_S:
         try:
             _marks["since"] = await _marks_since(now)
         except Exception:  # noqa: BLE001 - unsure: the database is asked

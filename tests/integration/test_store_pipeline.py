@@ -213,3 +213,13 @@ if os.environ.get("PUHUI_REDIS_URL"):
         assert await relayed.take(key, 1, unique("replay")) == TAKE_DONE  # a call on its own
         await relayed.client.script_flush()
         assert await relayed.incr_if_exists(key, 1) == 11
+
+
+async def test_set_max_keeps_the_larger_number_whatever_order_they_come_in(store: Store) -> None:
+    """The stock gate's marks-since only moves forward, however late an older loss is told."""
+    key = unique("max")
+    assert await store.set_max(key, 100.5) == 100.5
+    assert await store.set_max(key, 50.0) == 100.5
+    assert float(await store.get(key)) == 100.5
+    assert await store.set_max(key, 200.25) == 200.25
+    assert float(await store.get(key)) == 200.25
