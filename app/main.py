@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     from graphql_schema.schema import schema
     from graphql_schema.view import PuhuiGraphQL
     from mall.redeeming import finish_lanes
-    from mall.stock_gate import marks_complete
+    from mall.stock_gate import marks_complete, tell_lost_marks
     from registry.ingest import ingest_scenario_records
 
     graphql = PuhuiGraphQL(schema, settings)
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         finally:
             await stop_jobs(jobs)
             await finish_lanes()  # redemptions under way deliver, and queue their after-commit work
+            await tell_lost_marks()
             await drain_after_commit()  # queued after-commit work, before the stores close
             if manage_db:
                 await close_db()

@@ -125,21 +125,30 @@ def note_lost_mark(at: float) -> None:
     a task raises the store's marks-since to `at` as soon as the store answers, for every
     process (never lowering it, whatever order the losses arrive in)."""
     _marks["lost"] = max(_marks["lost"], at)
+    loop = asyncio.get_running_loop()
     task = _publishing.get("task")
-    if task is None or task.done():
-        _publishing["task"] = asyncio.get_running_loop().create_task(_publish_lost())
+    if task is None or task.done() or task.get_loop() is not loop:  # none running on this loop
+        _publishing["task"] = loop.create_task(_publish_lost())
 
 
-async def _publish_lost() -> None:
+async def _publish_lost(retry: bool = True) -> None:
     while lost := _marks["lost"]:
         try:
             await get_store().set_max(_marks_key(), lost)
         except Exception:  # noqa: BLE001 - the store is still away: try again shortly
+            if not retry:
+                log.warning("stock gate: a lost mark could not be told to the store")
+                return
             await asyncio.sleep(PUBLISH_RETRY_S)
             continue
         _marks["since"] = max(_marks["since"], lost)
         if _marks["lost"] == lost:  # a loss noted meanwhile goes round again
             _marks["lost"] = 0.0
+
+
+async def tell_lost_marks() -> None:
+    """At shutdown: tell the store of a lost mark not told yet (one attempt)."""
+    await _publish_lost(retry=False)
 
 
 def _marks_key() -> str:
@@ -167,7 +176,9 @@ async def marks_complete() -> bool:
         return False
     if now - _marks["checked_at"] >= MARKS_CHECK_S:
         try:
-            _marks["since"] = await _marks_since(now)
+            read = await _marks_since(now)
+            # Never back: a loss told meanwhile may have raised it past what this read saw.
+            _marks["since"] = max(_marks["since"], read)
         except Exception:  # noqa: BLE001 - unsure: the database is asked
             log.warning("stock gate: cannot read since when the store holds every mark")
             return False
