@@ -163,8 +163,9 @@ async def _marks_since(now: float) -> float:
     if value is None:
         newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
         since = now if newest and newest.timestamp() > now - REPLAY_TTL else now - REPLAY_TTL
-        await store.set_nx(_marks_key(), str(since))
-        value = await store.get(_marks_key())
+        if await store.set_nx(_marks_key(), str(since)):
+            return since
+        value = await store.get(_marks_key())  # another process started the count meanwhile
     return float(value) if value is not None else now
 
 

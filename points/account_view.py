@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.sql import fetch
-from points.credit import Standing, cancellation_cutoff, is_current, standing_from_row
+from points.credit import Standing, cancellation_cutoff, current_stored
 from points.growth import Growth, growth_of
 from points.rules import Level
 
@@ -45,9 +45,7 @@ class AccountView:
 
     def stored_credit(self) -> Standing | None:
         """The stored credit standing when it is current, else None (no database work)."""
-        if is_current(self.credit_row):
-            return standing_from_row(self.credit_row)
-        return None
+        return current_stored(self.credit_row)
 
 
 async def account_view(participant_id: int) -> AccountView:

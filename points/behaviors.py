@@ -176,11 +176,13 @@ async def record_behaviors(
             .using_db(conn)
             .values_list("external_ref", flat=True)
         )
-        usage = await _usage(conn, scenario.id, residents.values(), events)
+        problems = [_malformed(e) for e in events]
+        days = {shanghai_day(e.occurred_at) for e, p in zip(events, problems, strict=True) if p is None}
+        usage = await _usage(conn, scenario.id, residents.values(), days)
         touched: set[tuple[str, int, date]] = set()
         rows: list[tuple[object, ...]] = []
         for index, item in enumerate(events):
-            problem = _malformed(item)
+            problem = problems[index]
             if problem:
                 result.rejected.append((index, "INVALID_INPUT", problem))
                 continue
@@ -234,9 +236,8 @@ async def record_behaviors(
 
 
 async def _usage(
-    conn, scenario_id: int, participant_ids, events: list[EventInput]
+    conn, scenario_id: int, participant_ids, days: set[date]
 ) -> defaultdict[tuple[str, int, date], int]:
-    days = {shanghai_day(e.occurred_at) for e in events if _malformed(e) is None}
     usage: defaultdict[tuple[str, int, date], int] = defaultdict(int)
     ids = set(participant_ids)
     if not ids or not days:

@@ -159,30 +159,28 @@ def cancellation_cutoff(now: datetime | None = None) -> datetime:
     return (now or datetime.now(UTC)) - timedelta(days=CANCELLATION_WINDOW_DAYS)
 
 
-def is_current(row: dict) -> bool:
-    """True when a stored standing was computed at the balances, experience and recent voucher
-    cancellations held now (a cancellation leaving the 30-day window changes the standing
-    though nothing else does)."""
-    if row.get("score") is None:
-        return False
+def current_stored(row: dict) -> Standing | None:
+    """The stored standing in a raw row if it was computed at the balances, experience and
+    recent voucher cancellations held now, else None (a cancellation leaving the 30-day window
+    changes the standing though nothing else does)."""
     standing = standing_from_row(row)
-    stored = dict(standing.factors).get("voucher_cancellations", 0) if standing else 0
-    return (
+    if standing is None:
+        return None
+    current = (
         int(row["grams_mark"]) == int(row["grams_balance"])
         and int(row["points_mark"]) == int(row["points_balance"])
         and int(row["experience_mark"]) == int(row["experience"])
-        and stored == cancellation_penalty(int(row["recent_cancellations"]))
+        and dict(standing.factors).get("voucher_cancellations", 0)
+        == cancellation_penalty(int(row["recent_cancellations"]))
     )
+    return standing if current else None
 
 
 async def current_standing(participant_id: int) -> Standing:
     """The participant's standing, recomputed first if it is missing, stale or due a refresh."""
     rows = await fetch(_CURRENT_SQL, [participant_id, cancellation_cutoff()])
-    if rows and is_current(rows[0]) and participant_id not in _refreshes:
-        standing = standing_from_row(rows[0])
-        if standing is not None:
-            return standing
-    return await recompute_credit(participant_id)
+    standing = current_stored(rows[0]) if rows and participant_id not in _refreshes else None
+    return standing or await recompute_credit(participant_id)
 
 
 async def current_grade(participant_id: int) -> str:
