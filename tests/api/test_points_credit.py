@@ -137,13 +137,18 @@ async def test_staff_reads_are_audited_and_residents_cannot_read_others(client):
     assert error_codes(missing) == ["NOT_FOUND"]
 
 
-async def test_repeated_voucher_cancellations_lower_the_standing(database):
-    _, _, pid = await resident()
-    for _ in range(5):
+async def _cancel_vouchers(pid: int, times: int) -> None:
+    """Note `times` voucher cancellations by the participant and refresh the standing."""
+    for _ in range(times):
         async with in_transaction() as conn:
             await note_voucher_cancellation(pid, conn)
     await refresh_credit(pid)
     await flush_refreshes()
+
+
+async def test_repeated_voucher_cancellations_lower_the_standing(database):
+    _, _, pid = await resident()
+    await _cancel_vouchers(pid, 5)
     row = await CreditStanding.get(participant_id=pid)
     assert dict(map(tuple, row.factors))["voucher_cancellations"] == -50
     assert row.score == 350 and await current_grade(pid) == "C"
@@ -151,11 +156,7 @@ async def test_repeated_voucher_cancellations_lower_the_standing(database):
 
 async def test_cancellations_older_than_30_days_stop_counting_though_nothing_else_changes(client):
     _, auth, pid = await resident()
-    for _ in range(5):
-        async with in_transaction() as conn:
-            await note_voucher_cancellation(pid, conn)
-    await refresh_credit(pid)
-    await flush_refreshes()
+    await _cancel_vouchers(pid, 5)
     assert (await _standing(client, auth))["score"] == 350 and await current_grade(pid) == "C"
     # A month on: the cancellations leave the window; no balance or experience changes.
     await VoucherCancellation.filter(participant_id=pid).update(
