@@ -63,6 +63,13 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     org: str | None = None
     name: str | None = None
+    # Epoch seconds from which the token no longer counts (its `exp`); None for a principal the
+    # service makes itself. A WebSocket connection keeps its principal past the handshake.
+    expires: float | None = field(default=None, compare=False)
+
+    def expired(self) -> bool:
+        """True once the token this principal came from has passed its `exp`."""
+        return self.expires is not None and time.time() >= self.expires
 
     def has(self, *roles: str) -> bool:
         """True when the caller holds any of `roles`."""
@@ -160,7 +167,9 @@ _verified = _TokenCache(TOKEN_CACHE_SIZE)
 def _claims_to_principal(claims: dict) -> Principal:
     """The Principal of verified claims; Unauthenticated when a claim is not what the contract
     says (the messages never quote a claim's value)."""
-    roles = claims.get("roles", [])
+    if "roles" not in claims:
+        raise Unauthenticated("The token carries no roles claim.")
+    roles = claims["roles"]
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise Unauthenticated("The token's roles claim must be a list of strings.")
     org = claims.get("org")
@@ -176,6 +185,7 @@ def _claims_to_principal(claims: dict) -> Principal:
             "The token's sub claim must be a string of 1 to 128 characters, without control characters."
         )
     name = claims.get("name")
+    exp = claims.get("exp")
     return Principal(
         subject=sub,
         roles=frozenset(r for r in roles if r in ROLES),
@@ -185,6 +195,8 @@ def _claims_to_principal(claims: dict) -> Principal:
         # subject. (The contract does not require the claim; refusing it would lock them out.)
         name=name if isinstance(name, str) and len(name) <= MAX_NAME and not _NOT_TEXT.search(name)
         else None,
+        # An exp beyond a double (JSON allows any number of digits) counts as the largest.
+        expires=float(min(exp, sys.float_info.max)) if isinstance(exp, int | float) else None,
     )
 
 
@@ -324,9 +336,8 @@ def decode_token(token: str, settings: Settings | None = None) -> Principal:
     except jwt.PyJWTError:
         raise Unauthenticated("The token is invalid or expired.") from None
     principal = _claims_to_principal(claims)
-    if isinstance(claims.get("exp"), int | float):
-        # An exp beyond a double (JSON allows any number of digits) is remembered as the largest.
-        _verified.put(cache_key, principal, float(min(claims["exp"], sys.float_info.max)))
+    if principal.expires is not None:
+        _verified.put(cache_key, principal, principal.expires)
     return principal
 
 

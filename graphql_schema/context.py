@@ -31,6 +31,8 @@ class Context:
             raise self.auth_error
         if self.principal is None:
             raise Unauthenticated()
+        if self.principal.expired():  # a WebSocket connection outliving its token
+            raise Unauthenticated("The token has expired.")
         return self.principal
 
     def require(self, *roles: str) -> Principal:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator
 from datetime import datetime
 
 import strawberry
 from strawberry.types import Info
 
+from app.errors import Unauthenticated
 from app.events import account_channel
 from app.redis import get_store
 from graphql_schema.account import CarbonAccount, load_account
@@ -446,11 +449,17 @@ class Subscription:
     )
     async def account_changed(self, info: Info) -> AsyncGenerator[CarbonAccount, None]:
         """Yield the resident's account once listening, then after each change (notices that
-        arrive while an update is being read are folded into it)."""
+        arrive while an update is being read are folded into it); UNAUTHENTICATED, ending the
+        subscription, when the connection's token expires."""
         participant_id = await info.context.resident_id()
+        expires = info.context.caller().expires
         async with get_store().listen(account_channel(participant_id)) as notices:
             yield await load_account(participant_id)
             while True:
-                await notices.next()
+                left = None if expires is None else expires - time.time()
+                try:
+                    await asyncio.wait_for(notices.next(), left)
+                except TimeoutError:
+                    raise Unauthenticated("The token has expired.") from None
                 notices.drain()
                 yield await load_account(participant_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import time
@@ -17,6 +19,7 @@ from tests.points_support import behavior_scenario, consent, event, resident, se
 log = logging.getLogger(__name__)
 ACCOUNT_CHANGED = contract_operations()["AccountChanged"]
 CONVERT = contract_operations()["ConvertReductions"]
+ACCOUNT_QUERY = "{ me { account { points } } }"
 
 
 async def _convert_over_http(base: str, auth: str, grams: int) -> dict:
@@ -80,6 +83,33 @@ async def test_a_connection_without_a_valid_token_is_refused(database):
                 async with subscribed(base, jwt, ACCOUNT_CHANGED) as sub:
                     await sub.message()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+
+
+async def test_a_connection_stops_acting_for_its_caller_when_the_token_expires(client):
+    await set_rate(client, 10)
+    subject, _, _ = await resident(1_000)
+    short = token(subject, ttl_seconds=3)
+    async with served() as base:
+        async with subscribed(base, short, ACCOUNT_CHANGED) as sub:
+            assert await sub.next_data() == _account(1_000, 0)
+            await asyncio.sleep(3.5)
+            ended = await sub.message()  # the open subscription ends at the token's exp
+            assert ended["type"] in ("next", "error"), ended
+            errors = ended["payload"].get("errors", []) if ended["type"] == "next" else ended["payload"]
+            assert [e["extensions"]["code"] for e in errors] == ["UNAUTHENTICATED"]
+            convert = {"query": CONVERT,
+                       "variables": {"input": {"grams": "100", "idempotencyKey": unique("k")}}}
+            await sub.ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": convert}))
+            answer = await sub.message()
+            while answer.get("id") != "2":
+                answer = await sub.message()
+            assert answer["type"] in ("next", "error"), answer
+            errors = answer["payload"].get("errors", []) if answer["type"] == "next" else answer["payload"]
+            assert [e["extensions"]["code"] for e in errors] == ["UNAUTHENTICATED"]
+        async with httpx.AsyncClient(base_url=base) as http:
+            response = await http.post("/graphql", json={"query": ACCOUNT_QUERY},
+                                       headers={"authorization": f"Bearer {token(subject)}"})
+        assert data(response.json())["me"]["account"]["points"] == "0"  # nothing was converted
 
 
 async def test_other_roles_cannot_subscribe_to_an_account(database):

@@ -156,6 +156,8 @@ CASES: list[tuple[str, str | bytes, bool]] = [
     ("jti string", _token(_claims(jti="id-1")), True),
     ("jti number", _token(_claims(jti=1)), False),
     ("roles not a list", _token(_claims(roles="resident")), False),
+    ("roles missing", _token(_claims(roles=None)), False),
+    ("roles empty", _token(_claims(roles=[])), True),
     ("org number", _token(_claims(org=5)), False),
     ("org and name", _token(_claims(roles=["merchant"], org="M-1", name="Shop")), True),
     ("duplicate aud, ours last", _token(raw_payload=json.dumps(_claims(aud="x")).encode()[:-1]
@@ -254,8 +256,15 @@ def test_each_required_claim_must_be_present(claim: str) -> None:
 
 def test_a_good_token_gives_its_principal() -> None:
     token = _token(_claims(sub="merchant-9", roles=["merchant", "unknown-role"], org="M-9", name="Shop"))
-    assert _ours(token) == Principal(subject="merchant-9", roles=frozenset({"merchant"}), org="M-9",
-                                     name="Shop")
+    principal = _ours(token)
+    assert principal == Principal(subject="merchant-9", roles=frozenset({"merchant"}), org="M-9",
+                                  name="Shop")
+    assert isinstance(principal, Principal) and principal.expires == NOW + 3600
+    assert not principal.expired()
+
+
+def test_a_token_without_a_roles_claim_is_unauthenticated() -> None:
+    assert _ours(_token(_claims(roles=None))) == "The token carries no roles claim."
 
 
 def test_a_string_no_token_can_hold_is_refused_as_invalid() -> None:
