@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
+from app import logs
 from app.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("puhui")
@@ -244,9 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = get_settings()
     except SettingsError as exc:
         _fail(str(exc))
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level)
     if args.command == "serve" and (args.workers < 1 or args.workers > 64):
         _fail("--workers must be between 1 and 64")
     if args.command == "serve" and not 1 <= args.port <= 65535:

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import logs
 from app.db import close_db, init_db
 from app.events import drain_after_commit
 from app.health import health
@@ -58,6 +59,7 @@ class Service(Starlette):
 def create_app(settings: Settings | None = None, manage_db: bool = True) -> Starlette:
     """The ASGI application; `manage_db=False` when the caller opens the database itself."""
     settings = settings or get_settings()
+    logs.configure(settings.log_level)  # each worker process sets up its own logging
     from graphql_schema.schema import schema
     from graphql_schema.view import PuhuiGraphQL
     from mall.redeeming import finish_lanes

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from graphql_schema.schema import schema
-from tests.helpers import data, error_codes, gql, token, unique
+from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
+from tests.registry_support import CENTER, submit_methodology
 from tests.serve_support import (
     PUHUI,
     ROOT,
@@ -170,6 +171,19 @@ async def test_serve_with_two_workers_answers_health_and_graphql():
             anonymous = await http.post("/graphql", json={"query": ME})
             assert error_codes(anonymous.json()) == ["UNAUTHENTICATED"]
     assert "Traceback" not in server.log()
+
+
+async def test_every_worker_writes_the_service_log():
+    env = cli_env(PUHUI_LOG_LEVEL="INFO")
+    async with serving(env=env, workers=2) as server, \
+            httpx.AsyncClient(base_url=server.base) as http:
+        submitter = token(roles="scenario_operator", org=credit_code())
+        made = data(await submit_methodology(http, submitter))["submitMethodology"]
+        review = {"input": {"id": made["methodology"]["id"], "approve": True}}
+        assessed = data(await op(http, "AssessMethodology", review, CENTER))["assessMethodology"]
+        assert assessed["userErrors"] == []
+    # The assessment is audited; its audit line reaches the log from the worker that ran it.
+    assert "audit action=methodology.assess" in server.log()
 
 
 async def test_healthz_is_503_when_redis_is_unreachable():
