@@ -179,6 +179,21 @@ async def save_calendar(year_calendar: YearCalendar, loaded_by: str) -> None:
     log.info("holiday calendar %d loaded by %s", year_calendar.year, loaded_by)
 
 
+async def fill_unknown_years(years: Iterable[int], loaded_by: str) -> list[int]:
+    """Store a placeholder (weekends off, no holidays) for each of `years` that neither a loaded
+    calendar nor the package knows; the years filled. For demonstrations and tests only: a
+    real deployment loads the official calendar instead."""
+    known = WorkingDays(await loaded_calendars())
+    filled = []
+    for year in sorted(set(years)):
+        try:
+            known.is_working_day(date(year, 6, 1))
+        except InvalidState:
+            await save_calendar(parse_year_calendar(year, [], []), loaded_by)
+            filled.append(year)
+    return filled
+
+
 async def load_calendar_file(path: str | Path, loaded_by: str) -> int:
     """Load {"year", "holidays", "workdays"} from a JSON file; return the year."""
     try:

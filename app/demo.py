@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
 from app.auth import Principal, issue_token
-from app.calendar import SHANGHAI, shanghai_today
+from app.calendar import SHANGHAI, fill_unknown_years, shanghai_today
 from app.errors import DomainError
 from app.events import flush_notices
 from app.participants import resident_id
@@ -110,6 +110,15 @@ async def _methodology(spec: DemoScenario, loaded: list[str]) -> Methodology:
     return row
 
 
+async def _calendar(loaded: list[str]) -> None:
+    """A placeholder for a year of the demo's publicity period that no calendar knows yet."""
+    today = shanghai_today()
+    years = (today - timedelta(days=PUBLICITY_DAYS_AGO)).year, today.year
+    for year in await fill_unknown_years(years, "demo placeholder, not the official calendar"):
+        loaded.append(f"placeholder holiday calendar {year} (weekends only: load the official one"
+                      " with `puhui calendar load`)")
+
+
 async def _scenario(spec: DemoScenario, methodology: Methodology, loaded: list[str]) -> Scenario:
     row = await Scenario.filter(code=spec.code).first()
     if row is None:
@@ -178,6 +187,7 @@ async def load_demo() -> list[str]:
     now = datetime.now(UTC)
     loaded: list[str] = []
     try:
+        await _calendar(loaded)
         for spec in SCENARIOS:
             await _scenario(spec, await _methodology(spec, loaded), loaded)
         travellers = await _residents(now, loaded)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
-from app.calendar import WorkingDays, loaded_calendars, parse_year_calendar, save_calendar, shanghai_today
-from app.errors import InvalidState
+from app.calendar import fill_unknown_years, shanghai_today
 from tests.helpers import credit_code, data, op, token, unique
 
 CENTER = token("center-assessor", "center")
@@ -24,13 +23,8 @@ async def ensure_test_calendar() -> None:
     suite keeps working after 2026; a year already loaded is left alone.
     """
     today = shanghai_today()
-    loaded = await loaded_calendars()
-    cal = WorkingDays(loaded)
-    for year in {(today - timedelta(days=100)).year, today.year, (today + timedelta(days=40)).year}:
-        try:
-            cal.is_working_day(date(year, 6, 1))
-        except InvalidState:
-            await save_calendar(parse_year_calendar(year, [], []), "test-placeholder")
+    around = (today - timedelta(days=100), today, today + timedelta(days=40))
+    await fill_unknown_years((d.year for d in around), "test-placeholder")
 
 
 @dataclass

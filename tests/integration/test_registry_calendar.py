@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from app.calendar import is_working_day, load_calendar_file, next_working_day, nth_working_day
+from app.calendar import (
+    fill_unknown_years,
+    is_working_day,
+    load_calendar_file,
+    next_working_day,
+    nth_working_day,
+)
 from app.errors import InvalidInput, InvalidState
 from registry.models import HolidayCalendar
 
@@ -99,3 +105,21 @@ async def test_the_cli_loads_a_file_and_refuses_a_bad_one_in_one_line(database, 
     assert code == 2
     assert err.strip().splitlines() == ["puhui: holidays: 2034-01-01 is not in 2033."]
     assert not await HolidayCalendar.filter(year=2033).exists()
+
+
+async def test_placeholders_fill_only_the_years_no_calendar_knows(database, tmp_path):
+    await HolidayCalendar.filter(year__in=[2031, 2032]).delete()
+    await load_calendar_file(_write(tmp_path / "2032.json", {**YEAR_2027, "year": 2032,
+                                                             "holidays": [], "workdays": []}),
+                             "regulator-test")
+    try:
+        filled = await fill_unknown_years([2026, 2031, 2032, 2031], "demo placeholder")
+        assert filled == [2031]
+        row = await HolidayCalendar.get(year=2031)
+        assert (row.holidays, row.workdays, row.loaded_by) == ([], [], "demo placeholder")
+        assert (await HolidayCalendar.get(year=2032)).loaded_by == "regulator-test"
+        assert await is_working_day(date(2031, 1, 1))  # a placeholder knows no holiday
+        assert not await is_working_day(date(2026, 10, 1))  # the package's National Day stays
+        assert await fill_unknown_years([2031], "again") == []
+    finally:
+        await HolidayCalendar.filter(year__in=[2031, 2032]).delete()
