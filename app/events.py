@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 
 from app.coalesce import Coalescer
-from app.redis import get_store
+from app.redis import database_digest, get_store
 
 log = logging.getLogger(__name__)
 NOTICE_DELAY = 0.02  # seconds; subscribers expect prompt pushes
@@ -19,8 +19,9 @@ NOTICE_BATCH = 1_000  # this many waiting notices are published without waiting 
 
 
 def account_channel(participant_id: int) -> str:
-    """The pub/sub channel carrying changes of one participant's account."""
-    return f"puhui:account:{participant_id}"
+    """The pub/sub channel carrying changes of one participant's account (of this database:
+    Redis pub/sub ignores the db number, so servers of other databases may share it)."""
+    return f"puhui:{database_digest()}:account:{participant_id}"
 
 
 async def _publish(participant_ids: list[int]) -> None:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 
-from app.redis import get_store
-from app.settings import get_settings
+from app.redis import database_digest, get_store
 
 log = logging.getLogger(__name__)
 JOB_INTERVAL = 60
@@ -34,8 +32,7 @@ async def run_all_once() -> dict[str, int]:
 
 def lease_key() -> str:
     """The store key of the jobs lease, one per database (servers of other databases may share Redis)."""
-    digest = hashlib.sha256(get_settings().database_url.encode()).hexdigest()[:10]
-    return f"puhui:jobs:{digest}:lease"
+    return f"puhui:jobs:{database_digest()}:lease"
 
 
 async def _take_lease(interval: int) -> bool:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import hashlib
 import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
+from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
 import redis.asyncio as aioredis
@@ -403,6 +405,13 @@ class RedisStore:
 
 
 _store: Store | None = None
+
+
+@lru_cache(maxsize=1)
+def database_digest() -> str:
+    """A short digest of the database URL. Store keys and channels that describe one database
+    carry it, so servers (or test runs) of different databases can share one Redis."""
+    return hashlib.sha256(get_settings().database_url.encode()).hexdigest()[:10]
 
 
 def get_store(settings: Settings | None = None) -> Store:

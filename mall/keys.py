@@ -7,17 +7,9 @@ never reads counters or pages that belong to another one.
 
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
-
-from app.settings import get_settings
-
-
-@lru_cache(maxsize=1)
-def _namespace() -> str:
-    return hashlib.sha256(get_settings().database_url.encode()).hexdigest()[:10]
+from app.redis import database_digest
 
 
 def store_key(*parts: object) -> str:
     """A mall key in the store: puhui:mall:<database digest>:<parts joined by colons>."""
-    return ":".join(["puhui", "mall", _namespace(), *(str(p) for p in parts)])
+    return ":".join(["puhui", "mall", database_digest(), *(str(p) for p in parts)])
