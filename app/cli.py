@@ -65,6 +65,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.is_sqlite and workers != 1:
         log.warning("SQLite serves with one worker; ignoring --workers %d", workers)
         workers = 1
+    if workers > 1 and not settings.redis_url:
+        # Subscriptions, stock gates, cached pages and the jobs lease must be shared by the
+        # workers; the in-process stand-in would give each its own.
+        _fail(f"--workers {workers} needs PUHUI_REDIS_URL: without Redis, serve with one worker")
     _check_database(settings)
     uvicorn.run(
         "app.main:create_app",

@@ -70,7 +70,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8791)
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL (a database is created on it and dropped)")
-    parser.add_argument("--redis", default=None, help="PUHUI_REDIS_URL for the server (optional)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/4",
+                        help="PUHUI_REDIS_URL (several workers share their state through it)")
     parser.add_argument("--keep", action="store_true", help="keep the database for inspection")
     return parser.parse_args()
 

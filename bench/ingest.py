@@ -70,6 +70,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432",
                         help="PostgreSQL server URL (a database is created on it and dropped)")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/4",
+                        help="PUHUI_REDIS_URL (several workers share their state through it)")
     parser.add_argument("--keep", action="store_true", help="keep the database for inspection")
     return parser.parse_args()
 
@@ -220,7 +222,7 @@ async def issue(base: str, code: str, token: str) -> tuple[dict, float]:
 
 async def run(args: argparse.Namespace) -> Figures:
     """The whole benchmark; the database is dropped at the end unless --keep."""
-    async with Bench(args.server, SECRET, keep=args.keep) as bench:
+    async with Bench(args.server, SECRET, redis=args.redis, keep=args.keep) as bench:
         log.info("setting up %d residents", args.residents)
         code = await setup(bench.dsn, args.residents)
         rows = make_rows(args.records, args.residents)

@@ -76,6 +76,17 @@ async def test_bad_settings_stop_serve_with_one_line(overrides, fragment):
     assert fragment in _one_line_failure(done)
 
 
+async def test_several_workers_need_redis_to_share_their_state():
+    env = cli_env(PUHUI_REDIS_URL=None)
+    if on_postgres():
+        done = await _serve_refused("--workers", "2", "--port", str(free_port()), env=env)
+        assert "--workers 2 needs PUHUI_REDIS_URL" in _one_line_failure(done)
+    else:  # SQLite serves with one worker, and so needs no Redis
+        async with serving(env=env, workers=2) as server:
+            assert server.worker_pids() == []
+        assert "SQLite serves with one worker" in server.log()
+
+
 @pytest.mark.parametrize("port", ["99999", "65536", "0"])
 async def test_serve_refuses_a_port_outside_1_to_65535(port):
     done = await _serve_refused("--port", port)
