@@ -76,11 +76,8 @@ async def _consentable(code: str) -> ScenarioRef:
     scenario = await Scenario.filter(code=code).only("code", "name", "status").first()
     if scenario is not None:
         if scenario.status != ScenarioStatus.PUBLISHED:
-            raise InvalidState(
-                f"Scenario {code} is {scenario.status}; only PUBLISHED scenarios take "
-                "authorizations.",
-                "scenarioCode",
-            )
+            # Residents are shown published scenarios only: any other is as unknown as no scenario.
+            raise NotFound(f"No scenario {code}.", "scenarioCode")
         return ScenarioRef(scenario.code, scenario.name, "REDUCTION")
     refs = await scenario_refs([code])
     if code not in refs:

@@ -135,7 +135,21 @@ async def list_methodologies(
         query = query.filter(kind=MethodologyKind(kind).value)
     if not principal.has(*STAFF_ROLES):
         visible = Q(status=MethodologyStatus.PUBLISHED.value)
-        if principal.org:
-            visible |= Q(submitter_org=principal.org)
+        org = _acting_org(principal)
+        if org:
+            visible |= Q(submitter_org=org)
         query = query.filter(visible)
     return await query.order_by("code", "id")
+
+
+def _acting_org(principal: Principal) -> str | None:
+    """The organisation the caller submits methodologies for; None for other roles."""
+    return principal.org if principal.has(*ORG_SUBMITTER_ROLES) else None
+
+
+def visible_to(principal: Principal, methodology: Methodology) -> bool:
+    """True when `principal` may see `methodology`: published, staff, or its own organisation's."""
+    if methodology.status == MethodologyStatus.PUBLISHED or principal.has(*STAFF_ROLES):
+        return True
+    org = _acting_org(principal)
+    return org is not None and methodology.submitter_org == org

@@ -26,6 +26,7 @@ from registry.approval_rules import (
     scenario_assessment_outcome,
     scenario_publication,
 )
+from registry.methodologies import visible_to
 from registry.models import (
     Methodology,
     MethodologyKind,
@@ -68,7 +69,8 @@ async def submit_scenario(
     code = check_code(code)
     name = check_name(name)
     methodology = await Methodology.filter(id=methodology_id).first()
-    if methodology is None:
+    if methodology is None or not visible_to(principal, methodology):
+        # Another organisation's unpublished methodology is as unknown here as in the listing.
         raise NotFound("No such methodology.", "methodologyId")
     if methodology.kind != MethodologyKind.SCENARIO:
         raise InvalidInput("A scenario needs a SCENARIO methodology.", "methodologyId")

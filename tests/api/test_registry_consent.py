@@ -82,15 +82,17 @@ async def test_only_published_scenarios_take_consent(client):
     operator = token(unique("op"), "scenario_operator", org=credit_code())
     made = (await submitted_scenario(client, methodology["id"], operator))["scenario"]
     resident = token()
+    unknown = await authorize(client, resident, unique("NOPE-"))
     pending = await authorize(client, resident, made["code"])
+    # Residents are shown published scenarios only: a pending one answers as an unknown one.
     assert [(e["code"], e["field"]) for e in pending["userErrors"]] == [
-        ("INVALID_STATE", "scenarioCode")]
+        ("NOT_FOUND", "scenarioCode")]
+    assert pending["userErrors"][0]["message"] == f"No scenario {made['code']}."
     for auth in (CENTER, EXCHANGE):
         body = {"input": {"id": made["id"], "approve": True}}
         await op(client, "AssessScenario", body, auth)
     in_publicity = await authorize(client, resident, made["code"])
-    assert [e["code"] for e in in_publicity["userErrors"]] == ["INVALID_STATE"]
-    unknown = await authorize(client, resident, unique("NOPE-"))
+    assert [e["code"] for e in in_publicity["userErrors"]] == ["NOT_FOUND"]
     assert [e["code"] for e in unknown["userErrors"]] == ["NOT_FOUND"]
     unknown_revoke = await _revoke(client, resident, unique("NOPE-"))
     assert [e["code"] for e in unknown_revoke["userErrors"]] == ["NOT_FOUND"]

@@ -157,5 +157,8 @@ async def test_who_sees_what(client):
     assert code in await _listed(client, CENTER, status="SUBMITTED")
     assert code in await _listed(client, token(roles="exchange"))
     assert code not in await _listed(client, _operator())
+    # Only an organisation role acts for the token's org: a resident or expert carrying it does not.
+    for role in ("resident", "expert"):
+        assert code not in await _listed(client, token(roles=role, org=org))
     assert code not in await _listed(client, CENTER, status="PUBLISHED")
     assert error_codes(await gql(client, LIST, {})) == ["UNAUTHENTICATED"]

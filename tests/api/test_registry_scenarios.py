@@ -180,6 +180,10 @@ async def test_submission_rules(client):
     pending = data(await submit_methodology(client, operator))["submitMethodology"]["methodology"]
     unpublished = await submitted_scenario(client, pending["id"], operator)
     assert [e["code"] for e in unpublished["userErrors"]] == ["INVALID_STATE"]
+    # Another organisation's unpublished methodology is hidden from this one, as in the listing.
+    elsewhere = await submitted_scenario(client, pending["id"], _operator())
+    assert [(e["code"], e["message"]) for e in elsewhere["userErrors"]] == [
+        ("NOT_FOUND", "No such methodology.")]
 
     project = await published_methodology(client, kind="PROJECT", activityUnit=None,
                                           gramsPerUnit=None, dailyCapGrams=None)
