@@ -86,6 +86,10 @@ async def issue_scenario_reductions(
         if not totals:
             raise InvalidState("There are no accepted, unissued records up to periodEnd.", "periodEnd")
         total_grams = sum(g for _, g, _ in totals)
+        if total_grams > BIGINT_MAX:
+            raise InvalidState(
+                "The period's grams are more than one issuance can hold; issue a shorter period.",
+                "periodEnd")
         vintage = rules.shanghai_day(period_end).year
         sequence = await Issuance.filter(scenario_id=scenario.id).using_db(conn).count() + 1
         serial = rules.serial_prefix(scenario.code, scenario.id, vintage, sequence)

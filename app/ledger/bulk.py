@@ -18,7 +18,8 @@ from app.db import dialect
 from app.errors import InvalidInput
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
 from app.ledger.models import AccountKind, Asset, EntryKind, Lot, LotHolding
-from app.ledger.posting import Posting, post
+from app.ledger.posting import Posting, balance_limit, post
+from app.units import BIGINT_MAX
 
 _ISSUE = """
 WITH c AS (
@@ -142,6 +143,11 @@ async def issue_lot(
         if len(rows) != len(accounts) + 1:
             raise InvalidInput("Unknown ledger account.")
         issuance_balance = _check_and_find(rows, issuance)
+        credited = dict(ordered)
+        if issuance_balance - total < -BIGINT_MAX or any(
+            r["balance"] + credited[r["id"]] > BIGINT_MAX for r in rows if r["id"] in credited
+        ):
+            raise balance_limit()
         await raw.execute(
             _ISSUE,
             accounts,

@@ -12,7 +12,13 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Subquery
 
 from app.db import dialect
-from app.errors import InsufficientPoints, InsufficientReductions, InvalidInput, NotEligible
+from app.errors import (
+    InsufficientPoints,
+    InsufficientReductions,
+    InvalidInput,
+    InvalidState,
+    NotEligible,
+)
 from app.ledger.models import (
     Account,
     AccountKind,
@@ -22,6 +28,7 @@ from app.ledger.models import (
     LotHolding,
 )
 from app.sql import execute, fetch, insert_rows
+from app.units import BIGINT_MAX
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,8 @@ UPDATE ledger_lot_holding SET balance = balance - $1 WHERE account_id = $2 AND l
 _APPLY = """
 UPDATE ledger_account SET balance = balance + $1, pending = pending - $2
 WHERE id = $3 AND pending >= $2 AND (kind = 'issuance' OR balance + $4 >= pending - $2)
+  AND ($1 <= 0 OR balance <= 9223372036854775807 - $1)
+  AND ($1 >= 0 OR balance >= -9223372036854775807 - $1)
 RETURNING balance
 """
 _TRANSFER_COLUMNS = (
@@ -165,7 +174,7 @@ async def _apply(conn: BaseDBAsyncClient, postings: Sequence[Posting], account_i
     params = [change, released, account_id, lowest]
     rows = await fetch(_APPLY, params, conn)
     if not rows:
-        await _refuse(conn, postings, account_id, lowest)
+        await _refuse(conn, postings, account_id, lowest, change)
     return int(rows[0]["balance"])
 
 
@@ -216,6 +225,8 @@ async def post(
         lowest[p.debit] = min(lowest.get(p.debit, 0), delta[p.debit])
         delta[p.credit] = delta.get(p.credit, 0) + p.amount
         lowest.setdefault(p.credit, 0)
+        if delta[p.debit] < -BIGINT_MAX or delta[p.credit] > BIGINT_MAX:
+            raise balance_limit()
         released[p.debit] = released.get(p.debit, 0) + p.release_pending
     personal = sorted(a for a in delta if meta[a].individual)
     shared = sorted(a for a in delta if not meta[a].individual)
@@ -275,11 +286,20 @@ async def post(
     return posted
 
 
+def balance_limit() -> InvalidState:
+    """The refusal of a movement that would take an account past the largest balance it holds."""
+    return InvalidState("This would take an account past the largest balance it can hold "
+                        f"({BIGINT_MAX} units); move less at a time.")
+
+
 async def _refuse(
-    conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int, change: int
+    conn: BaseDBAsyncClient, postings: Sequence[Posting], account_id: int, change: int, total: int
 ) -> None:
-    """Raise the refusal for an account whose conditional update matched no row."""
+    """Raise the refusal for an account whose conditional update matched no row (`change`: its
+    lowest running change along the postings; `total`: its whole change)."""
     row = await Account.get(id=account_id).using_db(conn)
+    if not -BIGINT_MAX <= row.balance + total <= BIGINT_MAX:
+        raise balance_limit()
     asset = Asset(row.asset)
     wanted = sum(p.release_pending for p in postings if p.debit == account_id)
     if wanted > row.pending:

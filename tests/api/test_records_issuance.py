@@ -236,3 +236,28 @@ async def test_batches_and_an_issuance_at_once_issue_every_record_of_the_period_
         "computed_grams", flat=True)
     assert int(issued["issuance"]["totalGrams"]) + int(later["issuance"]["totalGrams"]) == sum(everything)
     assert (await verify()).ok
+
+
+async def test_grams_past_what_an_issuance_or_an_account_holds_are_refused_and_change_nothing(client):
+    huge = 2**62  # grams per unit: two records of one unit are past a 64-bit total
+    both = await make_world(residents=2, grams_per_unit=huge, cap=None)
+    noon = shanghai_noon(5)
+    assert answers(await submit(client, both, [record(s, 1, noon) for s in both.subjects]))[0] == 2
+    too_much = await issue(client, both.code, noon + timedelta(hours=1))
+    assert [(e["code"], e["field"]) for e in too_much["userErrors"]] == [("INVALID_STATE", "periodEnd")]
+    assert too_much["issuance"] is None
+    assert (await Scenario.get(id=both.scenario_id)).issued_through is None
+
+    one = await make_world(residents=1, grams_per_unit=huge, cap=None)
+    [subject] = one.subjects
+    assert answers(await submit(client, one, [record(subject, 1, shanghai_noon(6))]))[0] == 1
+    first = await issue(client, one.code, shanghai_noon(6) + timedelta(hours=1))
+    assert first["userErrors"] == []
+    assert await _grams(one.residents[subject]) == huge
+    assert answers(await submit(client, one, [record(subject, 1, noon)]))[0] == 1
+    past_the_account = await issue(client, one.code, noon + timedelta(hours=1))
+    assert [e["code"] for e in past_the_account["userErrors"]] == ["INVALID_STATE"]
+    assert "largest balance" in past_the_account["userErrors"][0]["message"]
+    assert await _grams(one.residents[subject]) == huge
+    assert await Issuance.filter(scenario_id=one.scenario_id).count() == 1
+    assert (await verify()).ok
