@@ -65,7 +65,8 @@ class CarbonAccount:
     reduction_grams: BigInt
     points: BigInt
     experience: int = strawberry.field(
-        description="Lifetime experience from behavior scenarios (not spendable)."
+        description="Lifetime experience from behavior scenarios (not spendable); it stops at"
+        " 2147483647, the largest Int, as a daily cap stops a day's."
     )
     level: GrowthLevel | None = strawberry.field(
         description="The growth level reached by lifetime experience."

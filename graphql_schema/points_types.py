@@ -101,7 +101,8 @@ class Growth:
     """The resident's growth: lifetime experience, level, next level, history."""
 
     participant_id: strawberry.Private[int]
-    experience: int
+    experience: int = strawberry.field(
+        description="Lifetime experience; it stops at 2147483647, the largest Int.")
     level: GrowthLevel | None
     next_level: GrowthLevel | None
     experience_to_next_level: int | None

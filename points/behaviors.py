@@ -30,8 +30,17 @@ from points.models import (
     BehaviorEvent,
     BehaviorRule,
     BehaviorScenario,
+    Experience,
 )
-from points.rules import MAX_EVENTS, Rule, check_rules, clip_to_cap, in_period, shanghai_day
+from points.rules import (
+    MAX_EVENTS,
+    MAX_EXPERIENCE,
+    Rule,
+    check_rules,
+    clip_to_cap,
+    in_period,
+    shanghai_day,
+)
 from registry.approval_rules import check_code, check_name
 from registry.authorizations import active_authorizations, authorized_at
 from registry.scenarios import scenario_code_taken
@@ -43,9 +52,13 @@ _EVENT_COLUMNS = (
     "earned_experience", "occurred_at", "day", "created_at",
 )
 _EXPERIENCE_COLUMNS = ("participant_id", "total", "updated_at")
+# The events' earned experience already stops at MAX_EXPERIENCE; the total stops there too when
+# two batches of one person, each clipped against the total it read, add up past it.
 _ADD_EXPERIENCE = (
     " ON CONFLICT (participant_id) DO UPDATE"
-    " SET total = points_experience.total + excluded.total, updated_at = excluded.updated_at"
+    f" SET total = CASE WHEN points_experience.total > {MAX_EXPERIENCE} - excluded.total"
+    f" THEN {MAX_EXPERIENCE} ELSE points_experience.total + excluded.total END,"
+    " updated_at = excluded.updated_at"
     " RETURNING participant_id, total"
 )
 _USAGE_COLUMNS = ("scenario_id", "behavior", "participant_id", "day", "experience")
@@ -179,6 +192,10 @@ async def record_behaviors(
         problems = [_malformed(e) for e in events]
         days = {shanghai_day(e.occurred_at) for e, p in zip(events, problems, strict=True) if p is None}
         usage = await _usage(conn, scenario.id, residents.values(), days)
+        lifetime = dict(
+            await Experience.filter(participant_id__in=list(residents.values()))
+            .using_db(conn).values_list("participant_id", "total")
+        )
         touched: set[tuple[str, int, date]] = set()
         rows: list[tuple[object, ...]] = []
         for index, item in enumerate(events):
@@ -210,7 +227,8 @@ async def record_behaviors(
                 continue
             day = shanghai_day(item.occurred_at)
             key = (rule.behavior, participant_id, day)
-            earned = clip_to_cap(rule.experience, usage[key], rule.daily_cap)
+            earned = clip_to_cap(rule.experience, usage[key], rule.daily_cap,
+                                 lifetime.get(participant_id, 0) + gains[participant_id])
             usage[key] += earned
             touched.add(key)
             gains[participant_id] += earned
@@ -225,7 +243,9 @@ async def record_behaviors(
             (p, gains[p], now) for p in sorted(p for p, gain in gains.items() if gain > 0)
         ], _ADD_EXPERIENCE)
         totals = {
-            int(r["participant_id"]): (int(r["total"]) - gains[int(r["participant_id"])], int(r["total"]))
+            int(r["participant_id"]): (_before(int(r["total"]), gains[int(r["participant_id"])],
+                                               lifetime.get(int(r["participant_id"]), 0)),
+                                       int(r["total"]))
             for r in added
         }
         await record_crossings(conn, totals, now)
@@ -233,6 +253,12 @@ async def record_behaviors(
         await account_changed(totals)
         await refresh_credit_many(totals)
     return result
+
+
+def _before(total: int, gain: int, read: int) -> int:
+    """A person's experience before this batch: its new total less its gain, or, where the total
+    stopped at MAX_EXPERIENCE, what was read before the batch."""
+    return read if total == MAX_EXPERIENCE else total - gain
 
 
 async def _usage(

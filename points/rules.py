@@ -16,6 +16,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_EVENTS = 1000
 MAX_RULES = 100
 MAX_EXPERIENCE_PER_EVENT = 100_000
+# Lifetime experience stops here (the largest GraphQL Int): it clips like a daily cap.
+MAX_EXPERIENCE = 2**31 - 1
 MAX_LEVELS = 50
 LEVEL_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 BEHAVIOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -116,6 +118,7 @@ def in_period(occurred_at: datetime, now: datetime) -> bool:
     return now - MAX_EVENT_AGE <= occurred_at <= now + CLOCK_SKEW
 
 
-def clip_to_cap(experience: int, used_today: int, daily_cap: int) -> int:
-    """Experience an event earns: what it computed, clipped to what is left under the cap."""
-    return max(0, min(experience, daily_cap - used_today))
+def clip_to_cap(experience: int, used_today: int, daily_cap: int, lifetime: int = 0) -> int:
+    """Experience an event earns: what it computed, clipped to what is left under the daily cap
+    and under MAX_EXPERIENCE after the person's `lifetime` experience."""
+    return max(0, min(experience, daily_cap - used_today, MAX_EXPERIENCE - lifetime))

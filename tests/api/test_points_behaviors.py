@@ -114,6 +114,25 @@ async def test_events_earn_experience_clipped_by_the_daily_cap(client):
     assert more["accepted"] == 1 and await _experience(pid) == 38
 
 
+async def test_lifetime_experience_stops_at_the_largest_int_and_stays_readable(client):
+    top = 2**31 - 1
+    code, _, operator = await behavior_scenario(client, [("plant", 100_000, top)])
+    subject, auth, pid = await resident()
+    await consent(pid, code)
+    await Experience.create(participant_id=pid, total=top - 150_000)  # years of planting
+    payload = await record(client, operator, code, [event(subject, "plant") for _ in range(3)])
+    assert payload["accepted"] == 3
+    rows = await BehaviorEvent.filter(participant_id=pid).order_by("id")
+    assert [r.earned_experience for r in rows] == [100_000, 50_000, 0]
+    assert await _experience(pid) == top
+    again = await record(client, operator, code, [event(subject, "plant")])
+    assert again["accepted"] == 1 and await _experience(pid) == top
+    account = await op(client, "MyAccount", None, auth)
+    assert data(account)["me"]["account"]["experience"] == top
+    growth = await gql(client, GROWTH, {"first": 2}, auth)
+    assert data(growth)["me"]["growth"]["experience"] == top
+
+
 async def test_duplicates_count_once_and_rejections_do_not_block_others(client):
     code, _, operator = await behavior_scenario(client, [("recycle", 10, 1000)])
     subject, _, pid = await resident()
