@@ -30,7 +30,7 @@ from strawberry.types.graphql import OperationType
 from strawberry.utils.operation import get_operation_type
 
 from graphql_schema.errors import ErrorCodes
-from graphql_schema.text_inputs import refusal, unstorable_variables
+from graphql_schema.text_inputs import variables_refusal
 
 ALL_OPERATIONS = frozenset(OperationType)
 
@@ -102,8 +102,9 @@ class Pipeline:
             return self._finish(None, [_request_error(exc)])
         if errors:
             return self._finish(None, list(errors))
-        if variable_values and unstorable_variables(variable_values):
-            return self._finish(None, [refusal()])
+        refused = variables_refusal(variable_values) if variable_values else None
+        if refused is not None:
+            return self._finish(None, [refused])
         executor: Any = None
         try:
             executor = schema.execution_context_class.build(

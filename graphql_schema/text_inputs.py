@@ -1,6 +1,7 @@
-"""Text inputs no database can store (NUL characters, lone surrogates), refused in literals
-and variables alike before anything runs, so both databases answer the same: PostgreSQL
-refuses such text, SQLite would store it."""
+"""Inputs refused before anything runs. Text no database can store (NUL characters, lone
+surrogates), in literals and variables alike, so both databases answer the same: PostgreSQL
+refuses such text, SQLite would store it. And lists in the variables longer than any input
+takes, before they cost their coercion (a literal list is bounded by the token limit)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from graphql import GraphQLError, StringValueNode, ValidationRule
 from app.text import storable
 
 MESSAGE = "Text values must not hold NUL characters or lone surrogates."
+# Twice the most any input takes (1,000 records or events a call): a list a little too long is
+# still answered by its service's user error; one past this costs no coercion at all.
+MAX_LIST_ITEMS = 2_000
+LIST_MESSAGE = f"A list in the variables holds more than {MAX_LIST_ITEMS} items; no input takes that many."
 
 
 def refusal(node: StringValueNode | None = None) -> GraphQLError:
@@ -27,17 +32,20 @@ class StorableText(ValidationRule):
             self.report_error(refusal(node))
 
 
-def unstorable_variables(values: dict[str, Any]) -> bool:
-    """True when a string anywhere in the variables (keys included) is not storable."""
+def variables_refusal(values: dict[str, Any]) -> GraphQLError | None:
+    """The error for variables no input takes: a string anywhere (keys included) that is not
+    storable, or a list of more than MAX_LIST_ITEMS items; None when there is neither."""
     pending: list[Any] = [values]
     while pending:
         value = pending.pop()
         if isinstance(value, str):
             if not storable(value):
-                return True
+                return refusal()
         elif isinstance(value, dict):
             pending.extend(value.keys())
             pending.extend(value.values())
         elif isinstance(value, list):
+            if len(value) > MAX_LIST_ITEMS:
+                return GraphQLError(LIST_MESSAGE, original_error=ValueError(LIST_MESSAGE))
             pending.extend(value)
-    return False
+    return None

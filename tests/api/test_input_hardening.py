@@ -228,3 +228,18 @@ async def test_text_no_database_can_hold_is_refused_in_literals_and_variables(cl
     assert not await Participant.filter(org_code=code).exists()
     fine = await gql(client, apply, {"n": "shop one", "c": code}, auth)
     assert data(fine)["applyMerchant"]["userErrors"] == []
+
+
+async def test_a_list_far_past_any_input_is_refused_before_its_coercion(client):
+    """Variables are coerced before any permission check: a list no input takes is refused
+    first, so an anonymous caller cannot spend the server's CPU on coercing it."""
+    submit = contract_operations()["SubmitScenarioRecords"]
+    item = {"subject": "s", "quantity": 1, "occurredAt": "2026-01-01T00:00:00Z", "externalRef": "r"}
+    for auth in (None, token(unique("op"), "scenario_operator", org=credit_code())):
+        body = await gql(client, submit, {"input": {"scenarioCode": "X", "records": [item] * 2001}},
+                         auth)
+        assert error_codes(body) == ["BAD_USER_INPUT"], body
+        assert "more than 2000 items" in _messages(body)
+        assert body.get("data") is None
+    anonymous = await gql(client, submit, {"input": {"scenarioCode": "X", "records": [item] * 2000}})
+    assert error_codes(anonymous) == ["UNAUTHENTICATED"]
