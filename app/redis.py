@@ -38,7 +38,8 @@ class Store(Protocol):
     async def mget(self, *keys: str) -> list[bytes | None]: ...
     async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool: ...
     async def set_nx_many(self, values: dict[str, str], ttl: int | None = None) -> None: ...
-    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int: ...
+    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
+                   witness_key: str | None = None) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def set_max(self, key: str, value: float) -> float: ...
     async def publish(self, channel: str, message: str) -> None: ...
@@ -51,13 +52,18 @@ class Store(Protocol):
 
 # `take` answers: done (decremented), short (too little left), missing (rebuild the counter from
 # the database), bypass (`bypass_key` exists: skip the counter, e.g. an idempotent replay).
-# With a `mark_ttl`, a successful take also sets `bypass_key` for that many seconds.
-TAKE_DONE, TAKE_SHORT, TAKE_MISSING, TAKE_BYPASS = 1, 0, -1, 2
+# With a `mark_ttl`, a successful take also sets `bypass_key` for that many seconds. Given a
+# `witness_key`, short becomes unsure when that key is gone: the store lost what it held (it
+# restarted empty, or was flushed), so a missing `bypass_key` proves nothing.
+TAKE_DONE, TAKE_SHORT, TAKE_MISSING, TAKE_BYPASS, TAKE_UNSURE = 1, 0, -1, 2, 3
 TAKE_SCRIPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
-if tonumber(current) < tonumber(ARGV[1]) then return 0 end
+if tonumber(current) < tonumber(ARGV[1]) then
+  if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return 3 end
+  return 0
+end
 redis.call('DECRBY', KEYS[1], ARGV[1])
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[2]) end
 return 1
@@ -138,7 +144,8 @@ class MemoryStore:
         for key, value in values.items():
             await self.set_nx(key, value, ttl)
 
-    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int:
+    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
+                   witness_key: str | None = None) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough (see TAKE_SCRIPT)."""
         if self._live(bypass_key) is not None:
             return TAKE_BYPASS
@@ -146,6 +153,8 @@ class MemoryStore:
         if current is None:
             return TAKE_MISSING
         if int(current) < amount:
+            if witness_key is not None and self._live(witness_key) is None:
+                return TAKE_UNSURE
             return TAKE_SHORT
         self._data[key] = (str(int(current) - amount).encode(), self._data[key][1])
         if mark_ttl > 0:
@@ -349,9 +358,11 @@ class RedisStore:
                     pipe.set(key, value, ex=ttl, nx=True)
                 await pipe.execute()
 
-    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0) -> int:
+    async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
+                   witness_key: str | None = None) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""
-        return int(await self._scripts.run(self._take, [key, bypass_key], [amount, mark_ttl]))
+        keys = [key, bypass_key] if witness_key is None else [key, bypass_key, witness_key]
+        return int(await self._scripts.run(self._take, keys, [amount, mark_ttl]))
 
     async def incr_if_exists(self, key: str, amount: int) -> int | None:
         """Add `amount` to the counter at `key` if it exists; its new value, or None."""

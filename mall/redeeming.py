@@ -152,7 +152,11 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
     key = check_key(idempotency_key)
     asked_at = datetime.now(UTC)
     gate = await stock_gate.take(right_id, quantity, principal.subject, key)
-    if gate is stock_gate.Gate.SOLD_OUT:
+    if gate is stock_gate.Gate.SOLD_OUT_UNSURE:
+        # The store lost its data: the database replays a key that redeemed (even one whose
+        # first request is still in flight) and refuses the others as sold out.
+        gate = stock_gate.Gate.PASS
+    elif gate is stock_gate.Gate.SOLD_OUT:
         if await stock_gate.marks_complete() or not await claimed(_scope(principal.subject), key):
             raise OutOfStock("This right is sold out.", "quantity")
         # The key redeemed before and the store lost its mark: past the gate, the lane

@@ -29,6 +29,9 @@ A key's mark may be missing though it redeemed: the store restarted empty, or a 
 be written while it was unreachable. The store keeps the moment since which it holds every mark
 (`marks_complete`); within a day of it, a request the gate finds sold out asks the database
 whether its key redeemed before, so a retry still gets its first result (`mall.redeeming`).
+That moment's key also witnesses, in the same atomic step as the take, that the store still
+holds what it held: a sold-out answer without it (the store just restarted or was flushed, and
+a process may still hold the count it read a moment ago) sends the request to the database.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import logging
 import time
 from enum import Enum
 
-from app.redis import TAKE_BYPASS, TAKE_DONE, TAKE_MISSING, TAKE_SHORT, get_store
+from app.redis import TAKE_BYPASS, TAKE_DONE, TAKE_MISSING, TAKE_SHORT, TAKE_UNSURE, get_store
 from mall.keys import store_key
 from mall.models import Redemption, Right
 
@@ -53,11 +56,13 @@ _publishing: dict[str, asyncio.Task[None]] = {}
 
 
 class Gate(Enum):
-    """What the gate said: go on holding a token, go on without one, or sold out."""
+    """What the gate said: go on holding a token, go on without one, or sold out (unsure: and the
+    store has lost what it held, so the request's missing mark proves nothing)."""
 
     TOKEN = "token"
     PASS = "pass"
     SOLD_OUT = "sold_out"
+    SOLD_OUT_UNSURE = "sold_out_unsure"
 
 
 def gate_key(right_id: int) -> str:
@@ -88,11 +93,16 @@ async def take(right_id: int, quantity: int, subject: str, idempotency_key: str)
     try:
         for _ in range(2):
             result = await store.take(gate_key(right_id), quantity, replay_key(subject, idempotency_key),
-                                      REPLAY_TTL)
+                                      REPLAY_TTL, _marks_key())
             if result == TAKE_DONE:
                 return Gate.TOKEN
             if result == TAKE_SHORT:
                 return Gate.SOLD_OUT
+            if result == TAKE_UNSURE:
+                # Read marks-since again now: that starts the store's count afresh.
+                _marks["checked_at"] = float("-inf")
+                await marks_complete()
+                return Gate.SOLD_OUT_UNSURE
             if result == TAKE_BYPASS:
                 return Gate.PASS
             if result == TAKE_MISSING and not await _rebuild(right_id):

@@ -453,6 +453,33 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
     assert outcome(await redeem(client, buyer, right_id, key=key)) == "OUT_OF_STOCK"
 
 
+async def test_a_retry_just_after_the_store_was_emptied_replays_its_redemption(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is emptied (restarted, flushed) a moment after this process read that it held
+    every mark: the retry of a redemption, the right sold out, still gets its first result, and
+    the store starts counting its marks again."""
+    monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
+    buyer, late = await resident(points=100), await resident(points=100)
+    key = unique("k")
+    first = await redeem(client, buyer, right_id, key=key)
+    assert first["userErrors"] == []
+    store = get_store()
+    marks_since = stock_gate.store_key("gate", "marks-since")
+    await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 60))  # every mark held
+    assert await stock_gate.marks_complete()  # read now: trusted for MARKS_CHECK_S
+    await store.delete(stock_gate.replay_key(buyer.subject, key),
+                       stock_gate.gate_key(decode_id("Right", right_id)), marks_since)
+    again = await redeem(client, buyer, right_id, key=key)
+    assert again["userErrors"] == [] and again["redemption"] == first["redemption"]
+    assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
+    assert float(await store.get(marks_since)) > time.time() - 60  # a new count, from now
+    assert outcome(await redeem(client, buyer, right_id, key=key)) == "OK"
+    assert await points_of(buyer.participant_id) == (90, 0)
+
+
 async def test_groups_of_graded_rights_and_credit_refreshes_never_deadlock(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
