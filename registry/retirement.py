@@ -28,6 +28,7 @@ from registry.models import Retirement
 from registry.retirement_rules import (
     certificate_number,
     check_retirement,
+    mask_numbers,
     mask_person,
     normalise_certificate_number,
 )
@@ -59,11 +60,12 @@ class Certificate:
 
     @property
     def public_beneficiary(self) -> str | None:
-        """The beneficiary as the public sees it: an individual holder's names masked."""
+        """The beneficiary as the public sees it: an individual holder's masked; an organisation's
+        as given, but for the middle of any phone or ID number in it (it may name a person)."""
         name = self.retirement.beneficiary
-        if name is None or not self.holder_is_individual:
-            return name
-        return mask_person(name)
+        if name is None:
+            return None
+        return mask_person(name) if self.holder_is_individual else mask_numbers(name)
 
     @property
     def public_holder_name(self) -> str:

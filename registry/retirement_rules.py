@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +64,22 @@ def certificate_number(when: datetime) -> str:
 def normalise_certificate_number(text: str) -> str:
     """A typed certificate number as stored (blanks removed, upper case)."""
     return text.strip().upper()
+
+
+# A run of 7 or more digits (spaces or hyphens between them allowed), an ID number's final X
+# included: a phone number, an ID or passport number, a bank card.
+_NUMBER = re.compile(r"\d(?:[ -]?\d){6,}(?:[ -]?[Xx])?")
+
+
+def mask_numbers(text: str) -> str:
+    """Text for public display with every long number's middle hidden: 138****5678."""
+    return _NUMBER.sub(_masked_number, text)
+
+
+def _masked_number(match: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", match.group())
+    head = 3 if len(digits) >= 11 else 1
+    return digits[:head] + "*" * (len(digits) - head - 4) + digits[-4:]
 
 
 def mask_person(name: str) -> str:

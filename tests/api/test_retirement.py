@@ -123,3 +123,16 @@ async def test_an_organisation_retires_and_is_shown_by_name(client):
     certificate = public["retirementCertificate"]
     assert certificate["holderName"] == "上海某建设集团" and certificate["beneficiary"] == "上海某建设集团"
     assert await grams_of(holder) == 0
+
+
+async def test_phone_and_id_numbers_in_an_organisations_beneficiary_are_masked_in_public(client):
+    code = credit_code()
+    holder = await organisation_id(code, "Green Cafe")
+    await issue_grams(holder, 10)
+    auth = token(unique("shop"), "project_developer", org=code)
+    named = "张三 138-1234-5678, ID 11010519491231002X, table 12"
+    done = await retire(client, auth, 1, "EVENT_NEUTRALITY", beneficiary=named)
+    assert done["retirement"]["beneficiary"] == named  # the holder sees what it wrote
+    public = data(await gql(client, LOOKUP, {"number": done["retirement"]["certificateNumber"]}))
+    assert public["retirementCertificate"]["beneficiary"] == (
+        "张三 138****5678, ID 110***********002X, table 12")
