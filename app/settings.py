@@ -203,6 +203,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             raise SettingsError(
                 "production needs PUHUI_JWT_PUBLIC_KEY or PUHUI_JWT_JWKS_URL (RS256/ES256 tokens)"
             )
+        if not (env.get("PUHUI_JWT_ISSUER") and env.get("PUHUI_JWT_AUDIENCE")):
+            raise SettingsError(
+                "production needs PUHUI_JWT_ISSUER and PUHUI_JWT_AUDIENCE: the iss and aud the"
+                " identity provider puts in its tokens"
+            )
         secret = None
     elif not (secret or public_key or jwks_url):
         secret = DEV_SECRET
@@ -212,6 +217,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     log_level = (env.get("PUHUI_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError(f"PUHUI_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level}")
+    if log_level == "DEBUG" and mode == "production":
+        raise SettingsError(
+            "PUHUI_LOG_LEVEL=DEBUG is refused in production: the database layer logs query"
+            " parameters (personal data) at DEBUG"
+        )
 
     origins = tuple(o.strip().rstrip("/") for o in env.get("PUHUI_CORS_ORIGINS", "").split(",") if o.strip())
     for origin in origins:

@@ -56,9 +56,10 @@ def _with_calendar(command: tuple[str, ...], tmp_path: Path) -> list[str]:
 
 async def test_demo_is_refused_in_production_and_loads_nothing():
     async with scratch_database() as url:
-        env = cli_env(PUHUI_ENV="production", PUHUI_DATABASE_URL=url, PUHUI_JWT_PUBLIC_KEY=PUBLIC_KEY)
+        env = cli_env(PUHUI_ENV="production", PUHUI_DATABASE_URL=url, PUHUI_JWT_PUBLIC_KEY=PUBLIC_KEY,
+                      PUHUI_JWT_ISSUER="https://idp.example", PUHUI_JWT_AUDIENCE="puhui")
         done = await run_cli("demo", env=env)
-        assert "production" in _one_line_failure(done)
+        assert "demo data is refused when PUHUI_ENV=production" in _one_line_failure(done)
         assert done.code == 2
         assert {table: await _rows(url, table) for table in DEMO_TABLES} == dict.fromkeys(DEMO_TABLES, 0)
 

@@ -125,9 +125,10 @@ async def test_an_unmigrated_database_stops_serve_with_one_line():
 
 
 async def test_token_is_refused_in_production():
-    env = cli_env(PUHUI_ENV="production", PUHUI_JWT_PUBLIC_KEY=PUBLIC_KEY)
+    env = cli_env(PUHUI_ENV="production", PUHUI_JWT_PUBLIC_KEY=PUBLIC_KEY,
+                  PUHUI_JWT_ISSUER="https://idp.example", PUHUI_JWT_AUDIENCE="puhui")
     done = await run_cli("token", "--sub", "ops", "--role", "center", env=env)
-    assert "production" in _one_line_failure(done)
+    assert "development tokens are refused when PUHUI_ENV=production" in _one_line_failure(done)
     assert done.stdout == ""
 
 

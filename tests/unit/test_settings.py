@@ -10,6 +10,8 @@ from app.settings import DEV_SECRET, SettingsError, load_settings
 
 SECRET = "s" * 40
 
+PRODUCTION = {"PUHUI_ENV": "production", "PUHUI_JWT_ISSUER": "https://idp.example",
+              "PUHUI_JWT_AUDIENCE": "puhui"}
 
 def _pem(key: object) -> str:
     return key.public_key().public_bytes(  # type: ignore[attr-defined]
@@ -102,13 +104,27 @@ def test_an_ec_key_on_another_curve_is_refused():
 
 
 def test_production_with_a_public_key_pins_its_algorithm_and_drops_the_secret():
-    rsa_settings = load_settings({"PUHUI_ENV": "production", "PUHUI_JWT_PUBLIC_KEY": RSA_PEM,
+    rsa_settings = load_settings({**PRODUCTION, "PUHUI_JWT_PUBLIC_KEY": RSA_PEM,
                                   "PUHUI_JWT_SECRET": SECRET})
     assert rsa_settings.production
     assert rsa_settings.jwt_secret is None
     assert rsa_settings.jwt_algorithms == ["RS256"]
-    ec_settings = load_settings({"PUHUI_ENV": "production", "PUHUI_JWT_PUBLIC_KEY": EC_PEM})
+    ec_settings = load_settings({**PRODUCTION, "PUHUI_JWT_PUBLIC_KEY": EC_PEM})
     assert ec_settings.jwt_algorithms == ["ES256"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"PUHUI_JWT_ISSUER": ""}, "PUHUI_JWT_ISSUER and PUHUI_JWT_AUDIENCE"),
+        ({"PUHUI_JWT_AUDIENCE": ""}, "PUHUI_JWT_ISSUER and PUHUI_JWT_AUDIENCE"),
+        ({"PUHUI_LOG_LEVEL": "debug"}, "DEBUG is refused in production"),
+    ],
+)
+def test_production_needs_the_tokens_issuer_and_audience_and_no_debug_log(changes, fragment):
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings({**PRODUCTION, "PUHUI_JWT_PUBLIC_KEY": RSA_PEM, **changes})
+    assert load_settings({**PRODUCTION, "PUHUI_JWT_PUBLIC_KEY": RSA_PEM}).jwt_issuer == "https://idp.example"
 
 
 def test_a_public_key_may_be_given_with_escaped_newlines_or_as_a_file(tmp_path):
@@ -150,8 +166,7 @@ def test_a_redis_password_never_appears_in_a_reason():
 
 
 def test_jwks_allows_rs256_and_es256_only():
-    settings = load_settings({"PUHUI_ENV": "production",
-                              "PUHUI_JWT_JWKS_URL": "https://idp.example/jwks.json"})
+    settings = load_settings({**PRODUCTION, "PUHUI_JWT_JWKS_URL": "https://idp.example/jwks.json"})
     assert settings.jwt_algorithms == ["RS256", "ES256"]
     assert settings.jwt_secret is None
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
-from app.settings import load_settings
+from app.settings import SettingsError, load_settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -46,6 +47,21 @@ def test_the_compose_environment_passes_the_settings_checks():
     settings = load_settings(development)
     assert settings.database_url == "postgres://puhui:puhui@postgres:5432/puhui"
     assert settings.redis_url == "redis://redis:6379/0"
-    production = {k: _interpolate(str(v), {"PUHUI_JWT_JWKS_URL": "https://idp.example/jwks"})
-                  for k, v in raw.items()}
-    assert load_settings(production).production
+    idp = {"PUHUI_JWT_JWKS_URL": "https://idp.example/jwks", "PUHUI_JWT_ISSUER": "https://idp.example",
+           "PUHUI_JWT_AUDIENCE": "puhui"}
+    production = {k: _interpolate(str(v), idp) for k, v in raw.items()}
+    settings = load_settings(production)
+    assert settings.production
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("https://idp.example", "puhui")
+    assert settings.jwt_secret is None
+    # Without the tokens' issuer and audience, production stops with a reason naming them.
+    for missing in ("PUHUI_JWT_ISSUER", "PUHUI_JWT_AUDIENCE"):
+        partial = {k: _interpolate(str(v), {**idp, missing: ""}) for k, v in raw.items()}
+        with pytest.raises(SettingsError, match="PUHUI_JWT_ISSUER and PUHUI_JWT_AUDIENCE"):
+            load_settings(partial)
+
+
+def test_the_api_listens_on_the_hosts_loopback_unless_told_otherwise():
+    [port] = _compose()["services"]["api"]["ports"]
+    assert _interpolate(port, {}) == "127.0.0.1:8000:8000"
+    assert _interpolate(port, {"PUHUI_BIND": "0.0.0.0", "PUHUI_PORT": "9000"}) == "0.0.0.0:9000:8000"
