@@ -95,14 +95,6 @@ async def organisation_id(org_code: str, name: str | None = None) -> int:
     )
 
 
-async def find_resident(subject: str) -> int | None:
-    """The participant id of a resident already known by `subject`, or None."""
-    cached = _cache.get(f"s:{subject}")
-    if cached is not None:
-        return cached
-    return await _find("subject", subject)
-
-
 def forget_cache() -> None:
     """Drop cached ids (tests that recreate the database)."""
     _cache.clear()

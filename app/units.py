@@ -7,7 +7,6 @@ from typing import NewType
 Grams = NewType("Grams", int)
 Points = NewType("Points", int)
 
-GRAMS_PER_TONNE = 1_000_000
 BIGINT_MAX = 2**63 - 1
 
 
@@ -22,8 +21,3 @@ def grams_to_points(grams: int, grams_per_point: int) -> tuple[Points, Grams]:
     """Points bought by `grams` (rounded down, in the reserve's favour) and the grams they take."""
     points = floor_div(grams, grams_per_point)
     return Points(points), Grams(points * grams_per_point)
-
-
-def points_to_grams(points: int, grams_per_point: int) -> Grams:
-    """Grams equal to `points` at the rate (exact: points are whole multiples)."""
-    return Grams(points * grams_per_point)

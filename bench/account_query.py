@@ -15,7 +15,7 @@ In one run, on PostgreSQL:
 4. prints req/s, p50 and p99 (wrk's latency percentiles) for both, and the ratio of req/s.
 Targets from the issue: GraphQL at least half the bare endpoint's req/s; p99 under 50 ms.
 
-wrk is needed (`apt-get install -y wrk`; it was installed that way on the development machine).
+wrk is needed (`apt-get install -y wrk`).
 wrk shares the machine's cores with the server: compare figures only within one run.
 
     .venv/bin/python bench/account_query.py --residents 500 --duration 5 --warmup 2   # quick

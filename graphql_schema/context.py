@@ -10,7 +10,7 @@ from starlette.websockets import WebSocket
 
 from app.auth import Principal
 from app.errors import AccessError, Unauthenticated
-from app.participants import organisation_id, resident_id
+from app.participants import resident_id
 from app.settings import Settings
 
 
@@ -45,8 +45,3 @@ class Context:
         """The calling resident's participant id, opening their account on first sight."""
         return await resident_id(self.require("resident"))
 
-    async def org_id(self, *roles: str) -> tuple[Principal, int]:
-        """The caller and the participant id of the organisation it acts for."""
-        principal = self.require(*roles)
-        code = principal.require_org(*roles)
-        return principal, await organisation_id(code)

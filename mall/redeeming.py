@@ -158,7 +158,9 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
         gate = stock_gate.Gate.PASS
     elif gate is stock_gate.Gate.SOLD_OUT:
         if await stock_gate.marks_complete() or not await claimed(_scope(principal.subject), key):
-            raise OutOfStock("This right is sold out.", "quantity")
+            raise OutOfStock(
+                "This right is sold out." if quantity == 1 else f"Fewer than {quantity} left.",
+                "quantity")
         # The key redeemed before and the store lost its mark: past the gate, the lane
         # replays the first result.
         gate = stock_gate.Gate.PASS
@@ -282,7 +284,7 @@ async def _right_and_merchant(conn: BaseDBAsyncClient | None, right_id: int) -> 
 
 def _check(right: Right, merchant: Merchant, asks: list[_Ask], now: datetime) -> None:
     """Raise the refusal due to any of `asks` (all of the same right) before anything is written;
-    the credit grade is checked apart (`_check_grades`)."""
+    the credit grade is checked apart (`_grade_short`)."""
     check_redeemable(merchant.status, right.paused, right.valid_from, right.valid_until, now)
     wanted = sum(ask.quantity for ask in asks)
     if right.stock_remaining < wanted:

@@ -27,6 +27,7 @@ from points.credit import refresh_credit
 from points.models import Conversion, ConversionRule
 
 log = logging.getLogger(__name__)
+MAX_GRAMS_PER_POINT = 10**12  # a tonne of CO2e is 10**6 g: a point dearer than a megatonne is a mistake
 
 # Every conversion ends by updating the same two system rows (the conversion reserve and points
 # issuance), so conversions are serial in the database from that point to their commit whatever
@@ -78,8 +79,9 @@ async def rule_in_force() -> tuple[int, int]:
 async def set_rule(principal: Principal, grams_per_point: int) -> Rule:
     """Center: a new rule version, in force from now on."""
     principal.require("center")
-    if not 0 < grams_per_point <= 10**12:
-        raise InvalidInput("gramsPerPoint must be a whole number above 0.", "gramsPerPoint")
+    if not 0 < grams_per_point <= MAX_GRAMS_PER_POINT:
+        raise InvalidInput(
+            f"gramsPerPoint must be a whole number from 1 to {MAX_GRAMS_PER_POINT}.", "gramsPerPoint")
     row = await ConversionRule.create(
         grams_per_point=grams_per_point, effective_from=datetime.now(UTC), set_by=principal.subject
     )

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from app.auth import issue_token
+from app.participants import Participant
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "operations.graphql"
 
@@ -89,3 +90,9 @@ def error_codes(body: dict[str, Any]) -> list[str]:
 def user_error_codes(payload: dict[str, Any]) -> list[str]:
     """The code of each userError on a mutation payload."""
     return [e["code"] for e in payload["userErrors"]]
+
+
+async def find_resident(subject: str) -> int | None:
+    """The participant id of a resident already known by `subject`, or None."""
+    found = await Participant.filter(kind="individual", subject=subject).values_list("id", flat=True)
+    return found[0] if found else None

@@ -7,7 +7,6 @@ from enum import StrEnum
 from tortoise import connections
 from tortoise.backends.base.client import TransactionalDBClient
 
-from app.errors import NotFound
 from app.ledger.models import Account, AccountKind, Asset
 from app.ledger.posting import note_account
 from app.sql import fetch, insert_rows
@@ -109,14 +108,6 @@ async def balances(participant_id: int) -> dict[Asset, tuple[int, int]]:
     rows = await Account.filter(participant_id=participant_id).values("asset", "balance", "pending")
     found = {Asset(r["asset"]): (r["balance"], r["pending"]) for r in rows}
     return {asset: found.get(asset, (0, 0)) for asset in Asset}
-
-
-async def get_account(account_id: int) -> Account:
-    """An account by id, or NotFound."""
-    row = await Account.filter(id=account_id).first()
-    if row is None:
-        raise NotFound("No such account.")
-    return row
 
 
 def forget_cache() -> None:

@@ -10,14 +10,13 @@ from app.auth import Principal
 from app.errors import Forbidden
 from app.ledger.models import Entry, Transfer
 from app.ledger.verify import verify
-from app.participants import find_resident
 from app.redis import get_store
 from graphql_schema.ids import decode_id
 from mall import redeeming, stock_gate
 from mall import redemptions as redemption_service
 from mall.models import Redemption
 from mall.rules import parse_voucher
-from tests.helpers import data, error_codes, op, token, unique, user_error_codes
+from tests.helpers import data, error_codes, find_resident, op, token, unique, user_error_codes
 from tests.mall_support import (
     approved_merchant,
     cancel,
@@ -178,6 +177,16 @@ async def test_sold_out_refusals_never_reach_the_database(client):
     await get_store().delete(stock_gate.gate_key(pk))
     assert user_error_codes(await redeem(client, await resident(points=100), right_id)) == ["OUT_OF_STOCK"]
     assert await get_store().get(stock_gate.gate_key(pk)) == b"0"
+
+
+async def test_asking_for_more_than_is_left_says_so_rather_than_sold_out(client):
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="1", stock=3, perPersonLimit=5)
+    buyer = await resident(points=100)
+    payload = await redeem(client, buyer, right_id, quantity=4)
+    assert user_error_codes(payload) == ["OUT_OF_STOCK"]
+    assert payload["userErrors"][0]["message"] == "Fewer than 4 left."
+    assert (await redeem(client, buyer, right_id, quantity=3))["userErrors"] == []
 
 
 async def test_concurrent_buyers_never_exceed_stock(client):

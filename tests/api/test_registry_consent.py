@@ -7,10 +7,10 @@ from datetime import datetime
 
 import pytest
 
-from app.participants import find_resident, organisation_id
+from app.participants import organisation_id
 from registry.authorizations import active_authorizations, authorized_at
 from registry.models import ScenarioAuthorization
-from tests.helpers import credit_code, data, error_codes, op, token, unique
+from tests.helpers import credit_code, data, error_codes, find_resident, op, token, unique
 from tests.registry_support import (
     CENTER,
     EXCHANGE,

@@ -6,8 +6,8 @@ from app.auth import decode_token
 from app.demo import SCENARIOS, load_demo
 from app.ledger.accounts import balances
 from app.ledger.models import Asset, Transfer
-from app.participants import find_resident
 from registry.models import Issuance, Methodology, Scenario
+from tests.helpers import find_resident
 
 
 async def test_demo_loads_once_and_prints_tokens(database):
