@@ -183,9 +183,10 @@ async def test_asking_for_more_than_is_left_says_so_rather_than_sold_out(client)
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="1", stock=3, perPersonLimit=5)
     buyer = await resident(points=100)
-    payload = await redeem(client, buyer, right_id, quantity=4)
-    assert user_error_codes(payload) == ["OUT_OF_STOCK"]
-    assert payload["userErrors"][0]["message"] == "Fewer than 4 left."
+    for _ in range(2):  # refused by the database, or by the gate once its counter is up
+        payload = await redeem(client, buyer, right_id, quantity=4)
+        assert user_error_codes(payload) == ["OUT_OF_STOCK"]
+        assert payload["userErrors"][0]["message"] in ("Only 3 left.", "Fewer than 4 left.")
     assert (await redeem(client, buyer, right_id, quantity=3))["userErrors"] == []
 
 
