@@ -89,7 +89,7 @@ class Coalescer:
         except asyncio.CancelledError:
             self._queued.update(batch)  # interrupted (the loop is closing): the final flush redoes it
             raise
-        except Exception:  # noqa: BLE001 - the changes are committed; this work is best effort
+        except Exception:
             log.warning("could not %s for %d participants", self._what, len(batch), exc_info=True)
         finally:
             self._running = frozenset()

@@ -31,7 +31,7 @@ async def _publish(participant_ids: list[int]) -> None:
         chunk = participant_ids[start : start + NOTICE_BATCH]
         try:
             await get_store().publish_many([(account_channel(pid), "changed") for pid in chunk])
-        except Exception:  # noqa: BLE001 - committed changes; a lost notice only delays a push
+        except Exception:
             log.warning("could not publish %d account-change notices", len(chunk), exc_info=True)
 
 

@@ -110,7 +110,7 @@ class RedisFanout:
                 message = await self._pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep serving once Redis is back
+            except Exception:
                 log.warning("pub/sub read failed; retrying", exc_info=True)
                 await asyncio.sleep(0.5)
                 continue

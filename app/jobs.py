@@ -52,7 +52,7 @@ async def run_forever(interval: int = JOB_INTERVAL, first_delay: float = FIRST_R
                 done = await run_all_once()
                 if any(done.values()):
                     log.info("periodic jobs: %s", done)
-        except Exception:  # noqa: BLE001 - a failed run is retried at the next interval
+        except Exception:
             log.exception("periodic jobs failed")
         await asyncio.sleep(interval)
 

@@ -51,7 +51,7 @@ from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import (  # noqa: E402
+from bench.support import (
     ROOT,
     Bench,
     add_residents,
@@ -61,7 +61,7 @@ from bench.support import (  # noqa: E402
     serving,
     wrk_script,
 )
-from tests.helpers import contract_operations  # noqa: E402
+from tests.helpers import contract_operations
 
 SECRET = "bench-secret-for-the-account-query-benchmark-0123456789"
 ISSUER, AUDIENCE = "puhui-bench", "puhui"

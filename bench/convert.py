@@ -27,8 +27,8 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import Bench, require_wrk, run_wrk, seed_residents, wrk_script  # noqa: E402
-from tests.helpers import contract_operations  # noqa: E402
+from bench.support import Bench, require_wrk, run_wrk, seed_residents, wrk_script
+from tests.helpers import contract_operations
 
 log = logging.getLogger("bench.convert")
 SECRET = "bench-secret-for-the-convert-benchmark-0123456789"

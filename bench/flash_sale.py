@@ -32,8 +32,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.mall_common import SECRET, graphql, merchant_with_rights  # noqa: E402
-from bench.support import (  # noqa: E402
+from bench.mall_common import SECRET, graphql, merchant_with_rights
+from bench.support import (
     Bench,
     LoadResult,
     all_at_once,
@@ -43,7 +43,7 @@ from bench.support import (  # noqa: E402
     run_load,
     seed_residents,
 )
-from tests.helpers import contract_operations  # noqa: E402
+from tests.helpers import contract_operations
 
 log = logging.getLogger("bench.flash_sale")
 PREFIX = "bench-sale"

@@ -37,7 +37,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import Bench, RssWatch, add_residents, worker_cpu  # noqa: E402
+from bench.support import Bench, RssWatch, add_residents, worker_cpu
 
 log = logging.getLogger("bench.ingest")
 SECRET = "bench-secret-for-the-ingest-benchmark-0123456789"

@@ -24,9 +24,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.mall_common import SECRET, graphql, merchant_with_rights  # noqa: E402
-from bench.support import Bench, free_port, require_wrk, run_wrk, wrk_script  # noqa: E402
-from tests.helpers import contract_operations  # noqa: E402
+from bench.mall_common import SECRET, graphql, merchant_with_rights
+from bench.support import Bench, free_port, require_wrk, run_wrk, wrk_script
+from tests.helpers import contract_operations
 
 log = logging.getLogger("bench.mall_list")
 

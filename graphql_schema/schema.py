@@ -46,7 +46,7 @@ class PuhuiSchema(strawberry.Schema):
         super().__init__(*args, extensions=[pipeline.extension()], **kwargs)
         self.pipeline = pipeline
 
-    async def execute(  # noqa: PLR0913 - strawberry's signature
+    async def execute(
         self,
         query: str | None,
         variable_values: dict[str, Any] | None = None,

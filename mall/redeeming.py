@@ -227,7 +227,7 @@ async def _settle(right_id: int, group: list[_Ask]) -> None:
             outcomes.update({id(ask): (redeemed, pool) for ask, redeemed, pool in done})
         except DomainError:
             pass  # some redemption would be refused: each is done alone, for its own answer
-        except Exception:  # noqa: BLE001 - each done alone fails (or not) on its own
+        except Exception:
             log.warning("a group of %d redemptions of right %s failed; each is retried alone",
                         len(group), right_id, exc_info=True)
     for ask in alone:

@@ -66,7 +66,7 @@ async def _restate(participant_id: int) -> None:
     on failure the flag stands and the refresh is queued instead of failing the call."""
     try:
         await recompute_credit(participant_id)
-    except Exception:  # noqa: BLE001 - the flag is committed; a retry would record it twice
+    except Exception:
         log.warning("could not recompute the standing after a misconduct change", exc_info=True)
         await refresh_credit(participant_id)
 

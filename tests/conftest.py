@@ -9,6 +9,7 @@ selects Redis; unset, the in-process stand-in is used.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +20,9 @@ os.environ.setdefault(
     "PUHUI_JWT_SECRET", "test-secret-for-the-puhui-suite-0123456789-abcdefghijklmnopqrstuvwxyz"
 )
 
-import asyncpg  # noqa: E402
-import httpx  # noqa: E402
-import pytest  # noqa: E402
+import asyncpg
+import httpx
+import pytest
 
 BASE_URL = os.environ.get("PUHUI_DATABASE_URL", "")
 USE_POSTGRES = BASE_URL.startswith(("postgres://", "postgresql://"))
@@ -68,12 +69,26 @@ async def database() -> AsyncIterator[str]:
     finally:
         from app.redis import close_store
 
+        if os.environ.get("PUHUI_REDIS_URL"):
+            await _forget_store_keys()
         await close_store()
         await close_db()
         if USE_POSTGRES:
             admin = await asyncpg.connect(_asyncpg_dsn(BASE_URL))
             await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
             await admin.close()
+        else:
+            shutil.rmtree(_tmp, ignore_errors=True)
+
+
+async def _forget_store_keys() -> None:
+    """Drop what the run left in Redis: the keys named for its database (counters, marks, lease)."""
+    from app.redis import database_digest, get_store
+
+    client = get_store().client  # type: ignore[attr-defined]
+    keys = [key async for key in client.scan_iter(match=f"puhui:*:{database_digest()}:*")]
+    if keys:
+        await client.delete(*keys)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import sqlite3
 import sys
@@ -166,7 +167,8 @@ async def scratch_database(migrated: bool = True) -> AsyncIterator[str]:
         url = _named(name)
     else:
         name = ""
-        url = f"sqlite://{tempfile.mkdtemp(prefix='puhui-scratch-')}/puhui.sqlite3"
+        folder = tempfile.mkdtemp(prefix="puhui-scratch-")
+        url = f"sqlite://{folder}/puhui.sqlite3"
     try:
         if migrated:
             done = await run_cli("migrate", env=cli_env(PUHUI_DATABASE_URL=url))
@@ -175,6 +177,8 @@ async def scratch_database(migrated: bool = True) -> AsyncIterator[str]:
     finally:
         if name:
             await drop_database(url)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def drop_database(url: str) -> None:

@@ -79,7 +79,7 @@ def _jwks_server(keys: list[dict[str, Any]]) -> Iterator[str]:
     body = json.dumps({"keys": keys}).encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))

@@ -223,3 +223,4 @@ async def test_set_max_keeps_the_larger_number_whatever_order_they_come_in(store
     assert float(await store.get(key)) == 100.5
     assert await store.set_max(key, 200.25) == 200.25
     assert float(await store.get(key)) == 200.25
+    await store.delete(key)
