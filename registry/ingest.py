@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from app.auth import principal_from_header_async
-from app.errors import AccessError, DomainError, NotFound, Unauthenticated
+from app.errors import AccessError, DomainError, InvalidInput, NotFound, Unauthenticated
 from app.settings import get_settings
 from app.units import BIGINT_MAX
 from registry import rules
@@ -44,6 +44,10 @@ CHUNK_LINES = 50_000
 MAX_LINE = 64 * 1024
 SPOOL_BYTES = 1 << 20
 CACHE_SIZE = 100_000  # quantities and hours remembered by one parser
+# Rejections listed in one answer at most. A rejection takes up to about 80 bytes of the answer
+# while a rejected line may take 2 bytes of the body; past this many the stream stops, the
+# chunks applied staying applied, so no body can make the answer (spooled to disk) unbounded.
+MAX_REJECTED = 1_000_000
 _TOO_LONG = f"The line is longer than {MAX_LINE} bytes."
 
 
@@ -213,6 +217,13 @@ class _Result:
         # Closed by body() once sent, or by the handler when the request fails.
         self.spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
 
+    def check_room(self) -> None:
+        """INVALID_INPUT once more lines were rejected than one answer lists."""
+        if self.rejected > MAX_REJECTED:
+            raise InvalidInput(
+                f"More than {MAX_REJECTED} lines were rejected, so the stream was stopped; what"
+                " was accepted before stays accepted. Correct the data and send the rest again.")
+
     def add(self, outcome: Outcome) -> None:
         self.accepted += outcome.accepted
         self.duplicates += outcome.duplicates
@@ -253,6 +264,7 @@ async def ingest_scenario_records(request: Request) -> Response:
         async for chunk in read_chunks(request.stream(), terms.grams_per_unit, CHUNK_LINES):
             if applying is not None:
                 result.add(await applying)
+                result.check_room()
             applying = asyncio.create_task(apply_batch(terms, chunk, now))
         if applying is not None:
             result.add(await applying)

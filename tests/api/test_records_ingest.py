@@ -143,6 +143,23 @@ async def test_malformed_lines_are_rejected_by_index_and_blank_lines_skipped(cli
     assert answers(response.json()) == (2, 0, [(i, "INVALID_INPUT") for i in (1, 3, 4, 5, 6, 7, 8, 9, 10)])
 
 
+async def test_a_stream_stops_once_more_lines_were_rejected_than_an_answer_lists(client, monkeypatch):
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 4)
+    monkeypatch.setattr(ingest, "MAX_REJECTED", 5)
+    world = await make_world(residents=1)
+    good = [json.dumps(record(world.subjects[0], 1, ago(hours=2))).encode() for _ in range(3)]
+    # A chunk of 3 accepted and 1 rejected, then chunks of junk: the third chunk brings the
+    # rejections past 5, and the stream stops after it, never reading the fourth.
+    body = b"\n".join([*good, b"x", *[b"x"] * 8, *[json.dumps(record(world.subjects[0], 1, ago(
+        hours=1))).encode()] * 4])
+    response = await stream(client, world, body)
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["code"] == "INVALID_INPUT" and "More than 5 lines were rejected" in answer["message"]
+    assert (answer["accepted"], answer["duplicates"]) == (3, 0)
+    assert await ScenarioRecord.filter(scenario_id=world.scenario_id).count() == 3
+
+
 async def test_lines_no_date_time_or_database_can_hold_are_rejected_alone(client):
     world = await make_world(residents=1)
     who = world.subjects[0]
