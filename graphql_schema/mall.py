@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import strawberry
 from strawberry.types import Info
 
+from app import audit
 from graphql_schema.account import CarbonAccount, load_account
 from graphql_schema.errors import UserError, attempt
 from graphql_schema.ids import decode_id
@@ -37,6 +39,7 @@ from graphql_schema.scalars import BigInt
 from mall import buyback as buyback_service
 from mall import catalog, merchants, redeeming, redemptions
 from mall import rights as right_service
+from mall.models import Buyback as BuybackRow
 from mall.models import Merchant as MerchantRow
 from mall.models import Right as RightRow
 
@@ -262,27 +265,41 @@ class Query:
 
     @strawberry.field(permission_classes=[CenterOrExchange], description="Merchant applications by status.")
     async def merchants(
-        self, status: MerchantStatus | None = None, first: int = 50, after: str | None = None
+        self, info: Info, status: MerchantStatus | None = None, first: int = 50,
+        after: str | None = None,
     ) -> Connection[Merchant]:
-        """Center and exchange: merchants, newest first."""
+        """Center and exchange: merchants, newest first (the read is audited: contacts are people)."""
         size = page_size(first)
         query = MerchantRow.all() if status is None else MerchantRow.filter(status=status.value)
         before = decode_cursor(after)
         if before is not None:
             query = query.filter(id__lt=before)
         rows = await query.order_by("-id").limit(size + 1)
+        await _audit_list(info, "merchant.list", "Merchant", status, rows[:size])
         return build_connection(rows, size, lambda r: r.id, Merchant.from_row)
 
     @strawberry.field(permission_classes=[Center], description="Buy-back requests by status.")
     async def buybacks(
-        self, status: BuybackStatus | None = None, first: int = 50, after: str | None = None
+        self, info: Info, status: BuybackStatus | None = None, first: int = 50,
+        after: str | None = None,
     ) -> Connection[Buyback]:
-        """Center: buy-backs to settle, newest first."""
+        """Center: buy-backs to settle, newest first (the read is audited)."""
         size = page_size(first)
         rows = await buyback_service.buybacks_page(
             size, decode_cursor(after), status=status.value if status else None
         )
+        await _audit_list(info, "buyback.list", "Buyback", status, rows[:size])
         return build_connection(rows, size, lambda r: r.id, Buyback.from_row)
+
+
+async def _audit_list(
+    info: Info, action: str, kind: str, status: MerchantStatus | BuybackStatus | None,
+    rows: Sequence[MerchantRow | BuybackRow],
+) -> None:
+    """Audit a staff member's read of a page of other parties' rows: which status, which ids."""
+    shown = ",".join(str(r.id) for r in rows)
+    await audit.record(info.context.caller(), action, kind, status.value if status else "any",
+                       f"ids={shown}")
 
 
 def _merchant_refused(error: UserError) -> MerchantPayload:

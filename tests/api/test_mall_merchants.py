@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from app.audit import AuditEvent
+from graphql_schema.ids import decode_id
 from mall.models import Merchant
 from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
 from tests.mall_support import (
@@ -37,6 +39,21 @@ async def test_apply_is_pending_and_contact_is_masked_and_never_logged(client, c
     assert mine["contact"] == "139****5678"
     assert mine["id"] == payload["merchant"]["id"]
     assert "13912345678" not in caplog.text
+
+
+async def test_staff_reads_of_the_merchant_and_buyback_queues_are_audited(client):
+    code, _, payload = await apply(client, contact="13912345678", name="审计咖啡")
+    merchant_id = decode_id("Merchant", payload["merchant"]["id"])
+    query = "query { merchants(status: PENDING, first: 100) { edges { node { id contact } } } }"
+    for auth, role in ((CENTER, "center"), (EXCHANGE, "exchange")):
+        edges = data(await gql(client, query, auth=auth))["merchants"]["edges"]
+        assert {"id": payload["merchant"]["id"], "contact": "139****5678"} in [e["node"] for e in edges]
+        event = await AuditEvent.filter(action="merchant.list", actor_roles=role).order_by("-id").first()
+        assert event is not None and event.target_id == "PENDING"
+        assert str(merchant_id) in event.detail.removeprefix("ids=").split(",")
+    data(await gql(client, "query { buybacks(first: 5) { edges { node { id } } } }", auth=CENTER))
+    event = await AuditEvent.filter(action="buyback.list").order_by("-id").first()
+    assert event is not None and (event.target_type, event.target_id) == ("Buyback", "any")
 
 
 async def test_bad_or_foreign_credit_code_is_invalid_input_and_creates_nothing(client):
