@@ -43,7 +43,7 @@ from points.rules import (
 )
 from registry.approval_rules import check_code, check_name
 from registry.authorizations import active_authorizations, authorized_at
-from registry.scenarios import scenario_code_taken
+from registry.scenarios import claim_code
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,10 @@ async def define_scenario(
             "operatorCreditCode is not a valid unified social credit code.", "operatorCreditCode"
         )
     checked = check_rules(rules)
-    if await scenario_code_taken(code) or await BehaviorScenario.filter(code=code).exists():
-        raise Duplicate(f"Scenario code {code} is already in use.", "code")
     operator_id = await organisation_id(operator)
     try:
         async with in_transaction() as conn:
+            await claim_code(conn, code)
             scenario = await BehaviorScenario.create(
                 code=code, name=name, operator_participant_id=operator_id, operator_org=operator,
                 defined_by=principal.subject, using_db=conn,

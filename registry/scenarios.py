@@ -13,6 +13,7 @@ from tortoise.transactions import in_transaction
 from app import audit
 from app.auth import STAFF_ROLES, Principal
 from app.calendar import shanghai_today, working_days
+from app.db import dialect
 from app.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from app.participants import organisation_id
 from points.models import BehaviorScenario
@@ -36,14 +37,19 @@ from registry.models import (
     ScenarioStatus,
 )
 
-
-async def scenario_code_taken(code: str) -> bool:
-    """True when a reduction scenario already uses `code` (behavior scenarios ask this)."""
-    return await Scenario.filter(code=code).exists()
+_CODE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('scenario_code'), hashtext($1))"
 
 
-async def _behavior_code_taken(code: str) -> bool:
-    return await BehaviorScenario.filter(code=code).exists()
+async def claim_code(conn: Any, code: str) -> None:
+    """Inside `conn`'s transaction: hold `code` until commit against a scenario of either kind
+    created with it at the same moment (the two kinds live in two tables, so neither table's
+    unique index sees the other; SQLite runs one transaction at a time), then refuse it as
+    DUPLICATE when a reduction or behavior scenario already uses it."""
+    if dialect() == "postgres":
+        await conn.execute_query(_CODE_LOCK, [code])
+    if (await Scenario.filter(code=code).using_db(conn).exists()
+            or await BehaviorScenario.filter(code=code).using_db(conn).exists()):
+        raise _duplicate_code(code)
 
 
 def _duplicate_code(code: str) -> Duplicate:
@@ -80,11 +86,10 @@ async def submit_scenario(
             "not PUBLISHED.",
             "methodologyId",
         )
-    if await scenario_code_taken(code) or await _behavior_code_taken(code):
-        raise _duplicate_code(code)
     operator_id = await organisation_id(org)
     try:
         async with in_transaction() as conn:
+            await claim_code(conn, code)
             return await Scenario.create(
                 code=code,
                 name=name,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from app.audit import AuditEvent
 from points.models import BehaviorEvent, BehaviorScenario, Experience, LevelCrossing
 from points.rules import SHANGHAI
+from registry.models import Scenario
 from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
 from tests.points_support import (
     CENTER,
@@ -93,6 +94,24 @@ async def test_codes_are_unique_across_reduction_and_behavior_scenarios(client):
                             CENTER))["defineBehaviorScenario"]
     assert [e["code"] for e in payload["userErrors"]] == ["DUPLICATE"]
     assert not await BehaviorScenario.filter(code=code).exists()
+
+
+async def test_one_code_claimed_at_once_by_both_kinds_of_scenario_goes_to_one(client):
+    methodology = await published_methodology(client)
+    rules = [{"behavior": "recycle", "experience": 5, "dailyCap": 20}]
+    for _ in range(3):
+        code = unique("RACE-").upper()
+        operator = token(roles="scenario_operator", org=credit_code())
+        answers = await asyncio.gather(
+            *[submitted_scenario(client, methodology["id"], operator, code=code) for _ in range(3)],
+            *[op(client, "DefineBehaviorScenario", _define(code, credit_code(), rules), CENTER)
+              for _ in range(3)],
+        )
+        payloads = [*answers[:3], *(data(a)["defineBehaviorScenario"] for a in answers[3:])]
+        codes = sorted(e["code"] for p in payloads for e in p["userErrors"])
+        assert codes == ["DUPLICATE"] * 5, payloads
+        made = await Scenario.filter(code=code).count() + await BehaviorScenario.filter(code=code).count()
+        assert made == 1
 
 
 async def test_events_earn_experience_clipped_by_the_daily_cap(client):
