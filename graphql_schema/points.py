@@ -299,6 +299,14 @@ class Query:
         return [GrowthLevel(code=lv.code, name=lv.name, min_experience=lv.min_experience)
                 for lv in await growth.levels()]
 
+    @strawberry.field(
+        permission_classes=[SignedIn],
+        description="Every behavior scenario, by code: residents authorize them like reduction ones.",
+    )
+    async def behavior_scenarios(self) -> list[BehaviorScenario]:
+        """All behavior scenarios and their rules."""
+        return [BehaviorScenario.of(view) for view in await behaviors.scenario_views()]
+
     @strawberry.field(permission_classes=[SignedIn])
     async def behavior_scenario(self, code: str) -> BehaviorScenario | None:
         """A behavior scenario and its rules, by code."""

@@ -141,6 +141,15 @@ async def scenario_view(code: str) -> ScenarioView | None:
     )
 
 
+async def scenario_views() -> list[ScenarioView]:
+    """Every behavior scenario and its rules, by code (residents choose which to authorize)."""
+    scenarios = await BehaviorScenario.all().order_by("code")
+    rules: defaultdict[int, list[Rule]] = defaultdict(list)
+    for r in await BehaviorRule.filter(scenario_id__in=[s.id for s in scenarios]).order_by("behavior"):
+        rules[r.scenario_id].append(Rule(r.behavior, r.experience, r.daily_cap))
+    return [ScenarioView(s.code, s.name, s.operator_org, rules[s.id]) for s in scenarios]
+
+
 def _malformed(item: EventInput) -> str | None:
     if not 0 < len(item.subject.strip()) <= 128:
         return "subject must be 1 to 128 characters."

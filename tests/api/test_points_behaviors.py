@@ -50,6 +50,13 @@ async def test_center_defines_a_behavior_scenario(client):
     assert found["operatorCreditCode"] == operator
     assert sorted(r["behavior"] for r in found["rules"]) == ["e-receipt", "recycle"]
     assert await AuditEvent.filter(action="define_behavior_scenario", target_id=code).exists()
+    # A resident finds it among every behavior scenario, to authorize it.
+    listed = data(await gql(client, "{ behaviorScenarios { code name rules { behavior } } }",
+                            auth=token()))["behaviorScenarios"]
+    [mine] = [s for s in listed if s["code"] == code]
+    assert mine["name"] == "绿色出行打卡" and len(mine["rules"]) == 2
+    assert [s["code"] for s in listed] == sorted(s["code"] for s in listed)
+    assert error_codes(await gql(client, "{ behaviorScenarios { code } }")) == ["UNAUTHENTICATED"]
 
 
 async def test_bad_definitions_are_refused_and_create_nothing(client):
