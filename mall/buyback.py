@@ -82,7 +82,11 @@ async def request_buyback(principal: Principal, points: int, idempotency_key: st
 async def settle_buyback(
     principal: Principal, buyback_id: int, approve: bool, comment: str | None
 ) -> Buyback:
-    """Center approves (points burned, grams from the reserve) or rejects (hold released)."""
+    """Center approves (points burned, grams from the reserve) or rejects (hold released).
+
+    The input carries no idempotency key (the contract's ReviewInput), so the decision itself
+    is the key: the same decision again answers the buy-back as settled and moves nothing; the
+    other decision is INVALID_STATE."""
     principal.require("center")
     text = (comment or "").strip() or None
     if text is not None and len(text) > MAX_COMMENT:
@@ -95,6 +99,9 @@ async def settle_buyback(
         if buyback is None:
             raise NotFound("No such buy-back.", "id")
         if buyback.status != BuybackStatus.PENDING:
+            decided = BuybackStatus.SETTLED if approve else BuybackStatus.REJECTED
+            if buyback.status == decided:
+                return buyback  # a retry of the decision taken: its result, nothing moved
             raise InvalidState(f"The buy-back is {buyback.status}, not PENDING.", "id")
         pool = await holder_account_id(buyback.participant_id, Asset.POINTS)
         if approve:

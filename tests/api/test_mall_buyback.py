@@ -86,7 +86,14 @@ async def test_request_holds_points_and_approval_moves_grams_from_the_reserve(cl
     assert sum(drawn) == 60 * gpp
     grams_account = await holder_account_id(merchant.participant_id, Asset.REDUCTION_GRAMS)
     assert await Entry.filter(account_id=grams_account, kind="BUYBACK").count() == 1
-    assert user_error_codes(await settle(client, buyback["id"], True)) == ["INVALID_STATE"]
+    # A retry of the approval (its answer lost) answers the settled buy-back and moves nothing;
+    # rejecting it now is a wrong transition.
+    again = await settle(client, buyback["id"], True)
+    assert again["userErrors"] == [] and again["buyback"] == settled["buyback"]
+    assert user_error_codes(await settle(client, buyback["id"], False)) == ["INVALID_STATE"]
+    assert await points_of(merchant.participant_id) == (40, 0)
+    assert await grams_of(merchant.participant_id) == 60 * gpp
+    assert await Entry.filter(account_id=grams_account, kind="BUYBACK").count() == 1
 
     totals = data(await op(client, "SystemTotals", {}, CENTER))["systemTotals"]
     assert int(totals["issuedGrams"]) == sum(
@@ -122,6 +129,9 @@ async def test_reject_releases_the_hold(client):
     assert rejected["buyback"]["status"] == "REJECTED"
     assert await points_of(merchant.participant_id) == (30, 0)
     assert user_error_codes(await settle(client, buyback["id"], True)) == ["INVALID_STATE"]
+    again = await settle(client, buyback["id"], False)
+    assert again["userErrors"] == [] and again["buyback"]["status"] == "REJECTED"
+    assert await points_of(merchant.participant_id) == (30, 0)
 
 
 async def test_never_more_grams_than_the_reserve_holds(client):
