@@ -410,14 +410,12 @@ async def test_a_key_redeemed_before_groups_replays_its_redemption(client: httpx
     assert await points_of(buyer.participant_id) == (90, 0)
 
 
-@pytest.mark.parametrize("loss", ["restart", "unwritten mark"])
-async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gate(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, loss: str
-) -> None:
-    """The store restarted empty, or could not take the mark of a redemption: a retry of that
-    redemption, the right now sold out, still gets its first result; a new key finds it sold
-    out, and so does the retry once the store again holds every mark of the last day."""
-    monkeypatch.setattr(stock_gate, "MARKS_CHECK_S", 0)
+async def _sold_by_one_redemption(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, Any, Any, str, dict]:
+    """A right of stock 1 that `buyer` redeemed with `key` (the first answer), a resident `late`
+    who comes after, and a store holding every replay mark of the last day, as this process
+    has just read: (right id, buyer, late, key, first answer)."""
     # This process's view as at start (tests with the store down before left a lost mark).
     monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
     merchant = await approved_merchant(client)
@@ -426,10 +424,23 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
     key = unique("k")
     first = await redeem(client, buyer, right_id, key=key)
     assert first["userErrors"] == []
+    marks_since = stock_gate.store_key("gate", "marks-since")
+    await get_store().set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 60))
+    assert await stock_gate.marks_complete()
+    return right_id, buyer, late, key, first
+
+
+@pytest.mark.parametrize("loss", ["restart", "unwritten mark"])
+async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gate(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, loss: str
+) -> None:
+    """The store restarted empty, or could not take the mark of a redemption: a retry of that
+    redemption, the right now sold out, still gets its first result; a new key finds it sold
+    out, and so does the retry once the store again holds every mark of the last day."""
+    monkeypatch.setattr(stock_gate, "MARKS_CHECK_S", 0)
+    right_id, buyer, late, key, first = await _sold_by_one_redemption(client, monkeypatch)
     store = get_store()
     marks_since = stock_gate.store_key("gate", "marks-since")
-    await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL))  # every mark held
-    assert await stock_gate.marks_complete()
     await store.delete(stock_gate.replay_key(buyer.subject, key))
     if loss == "restart":  # everything the store held is gone
         await store.delete(stock_gate.gate_key(decode_id("Right", right_id)), marks_since)
@@ -459,17 +470,10 @@ async def test_a_retry_just_after_the_store_was_emptied_replays_its_redemption(
     """The store is emptied (restarted, flushed) a moment after this process read that it held
     every mark: the retry of a redemption, the right sold out, still gets its first result, and
     the store starts counting its marks again."""
-    monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
-    merchant = await approved_merchant(client)
-    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
-    buyer, late = await resident(points=100), await resident(points=100)
-    key = unique("k")
-    first = await redeem(client, buyer, right_id, key=key)
-    assert first["userErrors"] == []
+    right_id, buyer, late, key, first = await _sold_by_one_redemption(client, monkeypatch)
     store = get_store()
     marks_since = stock_gate.store_key("gate", "marks-since")
-    await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 60))  # every mark held
-    assert await stock_gate.marks_complete()  # read now: trusted for MARKS_CHECK_S
+    # marks_complete() was read just now: this process trusts it for MARKS_CHECK_S.
     await store.delete(stock_gate.replay_key(buyer.subject, key),
                        stock_gate.gate_key(decode_id("Right", right_id)), marks_since)
     again = await redeem(client, buyer, right_id, key=key)
