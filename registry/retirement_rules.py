@@ -10,6 +10,7 @@ from datetime import datetime
 from app.errors import InvalidInput
 from app.units import BIGINT_MAX
 from registry.models import RetirementChannel
+from registry.rules import shanghai_day
 
 CERTIFICATE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CERTIFICATE_RANDOM_CHARS = 10
@@ -56,9 +57,10 @@ def check_retirement(
 
 
 def certificate_number(when: datetime) -> str:
-    """A new certificate number: CR-<year>-<10 random characters>, unguessable and unique in practice."""
+    """A new certificate number: CR-<Shanghai year>-<10 random characters>, unguessable and
+    unique in practice."""
     tail = "".join(secrets.choice(CERTIFICATE_ALPHABET) for _ in range(CERTIFICATE_RANDOM_CHARS))
-    return f"CR-{when.year}-{tail}"
+    return f"CR-{shanghai_day(when).year}-{tail}"
 
 
 def normalise_certificate_number(text: str) -> str:

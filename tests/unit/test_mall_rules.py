@@ -219,6 +219,9 @@ def test_retirement_rules():
 def test_certificate_numbers_and_masking():
     numbers = {certificate_number(NOW) for _ in range(500)}
     assert len(numbers) == 500 and all(n.startswith("CR-2026-") and len(n) == 18 for n in numbers)
+    # The year is Shanghai's: 17:00 UTC on New Year's Eve is already 2027 there.
+    assert certificate_number(datetime(2026, 12, 31, 17, 0, tzinfo=UTC)).startswith("CR-2027-")
+    assert certificate_number(datetime(2026, 12, 31, 15, 59, tzinfo=UTC)).startswith("CR-2026-")
     assert mask_person("张三丰") == "张**"
     assert mask_person("Alice Smith") == "A******"
     assert mask_person("李") == "*"
