@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from app.auth import Principal
@@ -29,7 +30,7 @@ from app.units import BIGINT_MAX
 from registry import rules
 from registry.models import Issuance, Methodology, Scenario, ScenarioStatus
 from registry.records import hold_scenario
-from registry.settlement import settle_period
+from registry.settlement import Total, settle_period
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,31 @@ def _check_period_end(period_end: datetime, now: datetime) -> datetime:
     if not representable(period_end):
         raise InvalidInput(too_far("periodEnd"), "periodEnd")
     return period_end.astimezone(UTC)
+
+
+def _vintage(settled: list[Total]) -> int:
+    """The one Shanghai year the period's earning records occurred in (a lot has one vintage);
+    INVALID_STATE when they span two, naming the end of the earlier year as periodEnd."""
+    first = min(t.first_day for t in settled).year
+    last = max(t.last_day for t in settled).year
+    if first != last:
+        raise InvalidState(
+            f"The period holds reductions of {first} and of {last}, and a lot has one vintage:"
+            f" issue up to the end of {first} first (periodEnd {first}-12-31T23:59:59.999999+08:00).",
+            "periodEnd")
+    return first
+
+
+_SERIAL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('serial'), hashtext($1))"
+
+
+async def _next_serial(conn: BaseDBAsyncClient, base: str) -> str:
+    """The next free serial prefix of `base`, held until commit against an issuance of another
+    scenario sharing the base (PostgreSQL; SQLite runs one transaction at a time)."""
+    if dialect() == "postgres":
+        await conn.execute_query(_SERIAL_LOCK, [base])
+    taken = await Lot.filter(serial_prefix__startswith=base).using_db(conn).count()
+    return rules.serial_prefix(base, taken + 1)
 
 
 async def issue_scenario_reductions(
@@ -90,9 +116,8 @@ async def issue_scenario_reductions(
             raise InvalidState(
                 "The period's grams are more than one issuance can hold; issue a shorter period.",
                 "periodEnd")
-        vintage = rules.shanghai_day(period_end).year
-        sequence = await Issuance.filter(scenario_id=scenario.id).using_db(conn).count() + 1
-        serial = rules.serial_prefix(scenario.code, scenario.id, vintage, sequence)
+        vintage = _vintage(settled)
+        serial = await _next_serial(conn, rules.serial_base(scenario.code, scenario.id, vintage))
         lot = await Lot.create(
             serial_prefix=serial,
             source_type="scenario",

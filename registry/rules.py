@@ -281,9 +281,17 @@ def period_start(issued_through: datetime | None) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
 
 
-def serial_prefix(scenario_code: str, scenario_id: int, vintage: int, sequence: int) -> str:
-    """The serial block prefix of a scenario issuance: SH-CI-SC-<CODE>-<YYYY>-<seq>."""
+def serial_base(scenario_code: str, scenario_id: int, vintage: int) -> str:
+    """What the serial prefixes of a scenario's issuances of one vintage start with:
+    SH-CI-SC-<CODE>-<YYYY>- (a code not fit for a serial is written S<id>). Two scenarios may
+    share a base (codes differing in case, a code S12 and scenario 12's fallback), so the
+    sequence that follows counts the lots of the base, not of the scenario."""
     code = scenario_code.upper()
     if not _SERIAL_CODE.fullmatch(code) or len(code) > 40:
         code = f"S{scenario_id}"
-    return f"SH-CI-SC-{code}-{vintage:04d}-{sequence:04d}"
+    return f"SH-CI-SC-{code}-{vintage:04d}-"
+
+
+def serial_prefix(base: str, sequence: int) -> str:
+    """The serial block prefix of the `sequence`-th issuance of a base: <base><seq>."""
+    return f"{base}{sequence:04d}"

@@ -42,6 +42,7 @@ e AS (
     FROM g
 )
 SELECT pid, SUM(grams) AS grams, SUM(records) AS records,
+       MIN(day) FILTER (WHERE grams > 0) AS first_day, MAX(day) FILTER (WHERE grams > 0) AS last_day,
        array_agg(day) FILTER (WHERE grams < fresh) AS days,
        array_agg(prior) FILTER (WHERE grams < fresh) AS priors
 FROM e GROUP BY pid HAVING SUM(fresh) > 0 ORDER BY pid
@@ -70,11 +71,14 @@ SELECT pid, COUNT(*) AS nothing FROM x WHERE final = 0 AND computed > 0 GROUP BY
 
 @dataclass(frozen=True)
 class Total:
-    """What one resident receives from an issuance, and from how many records."""
+    """What one resident receives from an issuance, from how many records, and the first and
+    last Shanghai day of the records that earn."""
 
     participant_id: int
     grams: int
     records: int
+    first_day: date
+    last_day: date
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ async def _settle_sql(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
             )
             nothing = {r["pid"]: r["nothing"] for r in settled}
     return [
-        Total(r["pid"], int(r["grams"]), int(r["records"]) - nothing.get(r["pid"], 0))
+        Total(r["pid"], int(r["grams"]), int(r["records"]) - nothing.get(r["pid"], 0),
+              r["first_day"], r["last_day"])
         for r in rows
         if r["grams"] > 0
     ]
@@ -151,11 +156,13 @@ async def _settle_python(conn: BaseDBAsyncClient, period: _Period) -> list[Total
     earned_before = {record_id: earned for record_id, _, _, _, earned, _ in rows}
     grams: dict[int, int] = defaultdict(int)
     records: dict[int, int] = defaultdict(int)
-    for record_id, pid, _, _ in fresh:
+    days: dict[int, list[date]] = defaultdict(list)
+    for record_id, pid, day, _ in fresh:
         earned = settled[record_id]
         if earned != earned_before[record_id]:
             await ScenarioRecord.filter(id=record_id).using_db(conn).update(earned_grams=earned)
         if earned > 0:
             grams[pid] += earned
             records[pid] += 1
-    return [Total(pid, grams[pid], records[pid]) for pid in sorted(grams)]
+            days[pid].append(day)
+    return [Total(pid, grams[pid], records[pid], min(days[pid]), max(days[pid])) for pid in sorted(grams)]

@@ -65,6 +65,7 @@ async def make_world(
     cap: int | None = 1000,
     authorized_since: timedelta = timedelta(days=80),
     org: str | None = None,
+    code: str | None = None,
 ) -> World:
     """A published scenario with `residents` residents authorized since `authorized_since` ago."""
     org = org or credit_code()
@@ -82,7 +83,7 @@ async def make_world(
         submitted_by="records-test",
         published_at=ago(days=100),
     )
-    code = unique("RS-").upper()
+    code = code or unique("RS-").upper()
     scenario = await Scenario.create(
         code=code,
         name="Records test scenario",

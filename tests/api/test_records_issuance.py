@@ -10,6 +10,7 @@ from app.ledger.accounts import holder_account_id
 from app.ledger.models import Account, Asset, Entry, Lot, LotHolding
 from app.ledger.verify import verify
 from registry.models import Issuance, Scenario, ScenarioRecord
+from registry.rules import SHANGHAI
 from tests.helpers import data, error_codes, gql, op, token, unique
 from tests.records_support import CENTER, ago, answers, issue, make_world, record, shanghai_noon, submit
 
@@ -261,3 +262,19 @@ async def test_grams_past_what_an_issuance_or_an_account_holds_are_refused_and_c
     assert await _grams(one.residents[subject]) == huge
     assert await Issuance.filter(scenario_id=one.scenario_id).count() == 1
     assert (await verify()).ok
+
+
+async def test_scenarios_whose_codes_give_one_serial_base_issue_distinct_serials(client):
+    # A code unfit for a serial is written S<id>; a scenario may be named exactly that.
+    odd = await make_world(residents=1, code=unique("rs_odd_"))
+    plain = await make_world(residents=1, code=f"S{odd.scenario_id}")
+    for world, hours in ((odd, 3), (plain, 3), (odd, 1)):
+        batch = [record(world.subjects[0], 1, ago(hours=hours))]
+        assert answers(await submit(client, world, batch))[0] == 1
+        payload = await issue(client, world.code, ago(hours=hours - 0.5))
+        assert payload["userErrors"] == [], payload
+    serials = [i.serial_prefix for i in await Issuance.filter(
+        scenario_id__in=[odd.scenario_id, plain.scenario_id]).order_by("id")]
+    year = ago().astimezone(SHANGHAI).year
+    base = f"SH-CI-SC-S{odd.scenario_id}-{year}-"
+    assert serials == [f"{base}0001", f"{base}0002", f"{base}0003"]

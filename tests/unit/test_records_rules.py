@@ -7,9 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from app.errors import InvalidState
 from registry import rules
 from registry.ingest import LineParser, parse_line, read_chunks
+from registry.issuance import _vintage
 from registry.rules import Item, Rejection
+from registry.settlement import Total
 
 NOW = datetime(2026, 11, 20, 4, 0, tzinfo=UTC)
 
@@ -123,9 +126,9 @@ def test_authorization_intervals_are_half_open():
 
 
 def test_serial_prefixes():
-    assert rules.serial_prefix("metro-sh", 3, 2026, 1) == "SH-CI-SC-METRO-SH-2026-0001"
-    assert rules.serial_prefix("odd code!", 3, 2026, 12) == "SH-CI-SC-S3-2026-0012"
-    assert len(rules.serial_prefix("A" * 64, 3, 2026, 1)) <= 64
+    assert rules.serial_prefix(rules.serial_base("metro-sh", 3, 2026), 1) == "SH-CI-SC-METRO-SH-2026-0001"
+    assert rules.serial_prefix(rules.serial_base("odd code!", 3, 2026), 12) == "SH-CI-SC-S3-2026-0012"
+    assert len(rules.serial_prefix(rules.serial_base("A" * 64, 3, 2026), 1)) <= 64
 
 
 def test_ndjson_lines_parse_exactly_or_are_rejected():
@@ -211,3 +214,13 @@ def test_the_fast_line_parser_refuses_grams_beyond_64_bits_like_the_exact_one():
     exact = parse_line(0, line, 10**9)
     assert isinstance(fast, Rejection) and fast == exact
     assert fast.message == "quantity is too large."
+
+
+def test_a_lot_has_the_vintage_of_its_records_and_never_two():
+    december = Total(1, 100, 1, date(2026, 12, 30), date(2026, 12, 31))
+    assert _vintage([december]) == 2026  # issued in January, still the year they happened
+    january = Total(2, 100, 1, date(2027, 1, 1), date(2027, 1, 2))
+    with pytest.raises(InvalidState) as both:
+        _vintage([december, january])
+    assert "2026-12-31T23:59:59.999999+08:00" in both.value.message
+    assert both.value.field == "periodEnd"
