@@ -44,11 +44,12 @@ async def claim_code(conn: Any, code: str) -> None:
     """Inside `conn`'s transaction: hold `code` until commit against a scenario of either kind
     created with it at the same moment (the two kinds live in two tables, so neither table's
     unique index sees the other; SQLite runs one transaction at a time), then refuse it as
-    DUPLICATE when a reduction or behavior scenario already uses it."""
+    DUPLICATE when a reduction or behavior scenario already uses it, in any letter case (codes
+    that differ only in case would be told apart by residents and operators by mistake)."""
     if dialect() == "postgres":
-        await conn.execute_query(_CODE_LOCK, [code])
-    if (await Scenario.filter(code=code).using_db(conn).exists()
-            or await BehaviorScenario.filter(code=code).using_db(conn).exists()):
+        await conn.execute_query(_CODE_LOCK, [code.upper()])
+    if (await Scenario.filter(code__iexact=code).using_db(conn).exists()
+            or await BehaviorScenario.filter(code__iexact=code).using_db(conn).exists()):
         raise _duplicate_code(code)
 
 

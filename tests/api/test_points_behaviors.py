@@ -101,6 +101,13 @@ async def test_codes_are_unique_across_reduction_and_behavior_scenarios(client):
                             CENTER))["defineBehaviorScenario"]
     assert [e["code"] for e in payload["userErrors"]] == ["DUPLICATE"]
     assert not await BehaviorScenario.filter(code=code).exists()
+    # Nor in another letter case, for either kind.
+    other_case = code.lower() if code != code.lower() else code.upper()
+    payload = data(await op(client, "DefineBehaviorScenario", _define(other_case, credit_code(), rules),
+                            CENTER))["defineBehaviorScenario"]
+    assert [e["code"] for e in payload["userErrors"]] == ["DUPLICATE"]
+    again = await submitted_scenario(client, methodology["id"], operator, code=other_case)
+    assert [e["code"] for e in again["userErrors"]] == ["DUPLICATE"]
 
 
 async def test_one_code_claimed_at_once_by_both_kinds_of_scenario_goes_to_one(client):
