@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
     from graphql_schema.schema import schema
     from graphql_schema.view import PuhuiGraphQL
     from mall.redeeming import finish_lanes
-    from mall.stock_gate import marks_complete, tell_lost_marks
+    from mall.stock_gate import start_count, tell_lost_marks
     from registry.ingest import ingest_scenario_records
 
     graphql = PuhuiGraphQL(schema, settings)
@@ -73,9 +73,9 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         if manage_db:
             await init_db(settings)
         get_store(settings)
-        # A store without the stock gate's marks count starts it before any redemption: a
-        # day back when none was made in the last day, now otherwise.
-        await marks_complete()
+        # A store without the stock gate's count of replay marks starts it before any
+        # redemption: a day back when none was made in the last day, now otherwise.
+        await start_count()
         # What startup built (schema, models, caches) lives as long as the process: keep it out
         # of every later collection, or a full collection costs ~80 ms of one request's latency.
         # A larger young generation lets a request's short-lived cycles die young instead of

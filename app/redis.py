@@ -39,7 +39,7 @@ class Store(Protocol):
     async def set_nx(self, key: str, value: bytes | str, ttl: int | None = None) -> bool: ...
     async def set_nx_many(self, values: dict[str, str], ttl: int | None = None) -> None: ...
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
-                   witness_key: str | None = None) -> int: ...
+                   witness_key: str | None = None, witness_after: float = 0.0) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def set_max(self, key: str, value: float) -> float: ...
     async def publish(self, channel: str, message: str) -> None: ...
@@ -53,15 +53,20 @@ class Store(Protocol):
 # `take` answers: done (decremented), short (too little left), missing (rebuild the counter from
 # the database), bypass (`bypass_key` exists: skip the counter, e.g. an idempotent replay).
 # With a `mark_ttl`, a successful take also sets `bypass_key` for that many seconds. Given a
-# `witness_key`, short becomes unsure when that key is gone: the store lost what it held (it
-# restarted empty, or was flushed), so a missing `bypass_key` proves nothing.
-TAKE_DONE, TAKE_SHORT, TAKE_MISSING, TAKE_BYPASS, TAKE_UNSURE = 1, 0, -1, 2, 3
+# `witness_key` (a moment, as a number), short becomes unsure when that key is gone (the store
+# lost what it held: it restarted empty, or was flushed) and recent when its moment is after
+# `witness_after`: in either case a missing `bypass_key` proves nothing.
+TAKE_DONE, TAKE_SHORT, TAKE_MISSING, TAKE_BYPASS, TAKE_UNSURE, TAKE_RECENT = 1, 0, -1, 2, 3, 4
 TAKE_SCRIPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 if tonumber(current) < tonumber(ARGV[1]) then
-  if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return 3 end
+  if KEYS[3] then
+    local since = redis.call('GET', KEYS[3])
+    if not since then return 3 end
+    if tonumber(since) > tonumber(ARGV[3]) then return 4 end
+  end
   return 0
 end
 redis.call('DECRBY', KEYS[1], ARGV[1])
@@ -145,7 +150,7 @@ class MemoryStore:
             await self.set_nx(key, value, ttl)
 
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
-                   witness_key: str | None = None) -> int:
+                   witness_key: str | None = None, witness_after: float = 0.0) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough (see TAKE_SCRIPT)."""
         if self._live(bypass_key) is not None:
             return TAKE_BYPASS
@@ -153,8 +158,12 @@ class MemoryStore:
         if current is None:
             return TAKE_MISSING
         if int(current) < amount:
-            if witness_key is not None and self._live(witness_key) is None:
-                return TAKE_UNSURE
+            if witness_key is not None:
+                since = self._live(witness_key)
+                if since is None:
+                    return TAKE_UNSURE
+                if float(since) > witness_after:
+                    return TAKE_RECENT
             return TAKE_SHORT
         self._data[key] = (str(int(current) - amount).encode(), self._data[key][1])
         if mark_ttl > 0:
@@ -359,10 +368,12 @@ class RedisStore:
                 await pipe.execute()
 
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
-                   witness_key: str | None = None) -> int:
+                   witness_key: str | None = None, witness_after: float = 0.0) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""
-        keys = [key, bypass_key] if witness_key is None else [key, bypass_key, witness_key]
-        return int(await self._scripts.run(self._take, keys, [amount, mark_ttl]))
+        if witness_key is None:
+            return int(await self._scripts.run(self._take, [key, bypass_key], [amount, mark_ttl]))
+        return int(await self._scripts.run(
+            self._take, [key, bypass_key, witness_key], [amount, mark_ttl, repr(witness_after)]))
 
     async def incr_if_exists(self, key: str, amount: int) -> int | None:
         """Add `amount` to the counter at `key` if it exists; its new value, or None."""

@@ -156,14 +156,13 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
         # The store lost its data: the database replays a key that redeemed (even one whose
         # first request is still in flight) and refuses the others as sold out.
         gate = stock_gate.Gate.PASS
-    elif gate is stock_gate.Gate.SOLD_OUT:
-        if await stock_gate.marks_complete() or not await claimed(_scope(principal.subject), key):
-            raise OutOfStock(
-                "This right is sold out." if quantity == 1 else f"Fewer than {quantity} left.",
-                "quantity")
+    elif gate is stock_gate.Gate.SOLD_OUT_RECENT and await claimed(_scope(principal.subject), key):
         # The key redeemed before and the store lost its mark: past the gate, the lane
         # replays the first result.
         gate = stock_gate.Gate.PASS
+    elif gate in (stock_gate.Gate.SOLD_OUT, stock_gate.Gate.SOLD_OUT_RECENT):
+        raise OutOfStock(
+            "This right is sold out." if quantity == 1 else f"Fewer than {quantity} left.", "quantity")
     try:
         participant_id = await resident_id(principal)
     except BaseException:

@@ -27,11 +27,11 @@ token taken: it paid for its twin's item (`mall.redeeming`).
 
 A key's mark may be missing though it redeemed: the store restarted empty, or a mark could not
 be written while it was unreachable. The store keeps the moment since which it holds every mark
-(`marks_complete`); within a day of it, a request the gate finds sold out asks the database
-whether its key redeemed before, so a retry still gets its first result (`mall.redeeming`).
-That moment's key also witnesses, in the same atomic step as the take, that the store still
-holds what it held: a sold-out answer without it (the store just restarted or was flushed, and
-a process may still hold the count it read a moment ago) sends the request to the database.
+(marks-since), and the take reads it in the same atomic step: when the counter is short and
+that moment is within a day, the request asks the database whether its key redeemed before, so
+a retry still gets its first result; when the moment is gone too (the store just restarted or
+was flushed), the request goes to the database, which replays or refuses it, and the count of
+marks starts again from now (`mall.redeeming`). No process keeps its own reading of it.
 """
 
 from __future__ import annotations
@@ -42,26 +42,35 @@ import logging
 import time
 from enum import Enum
 
-from app.redis import TAKE_BYPASS, TAKE_DONE, TAKE_MISSING, TAKE_SHORT, TAKE_UNSURE, get_store
+from app.redis import (
+    TAKE_BYPASS,
+    TAKE_DONE,
+    TAKE_MISSING,
+    TAKE_RECENT,
+    TAKE_SHORT,
+    TAKE_UNSURE,
+    get_store,
+)
 from mall.keys import store_key
 from mall.models import Redemption, Right
 
 log = logging.getLogger(__name__)
 GATE_TTL = 60
 REPLAY_TTL = 24 * 3600
-MARKS_CHECK_S = 1.0  # how often a process reads when the store began keeping every mark
 PUBLISH_RETRY_S = 0.5  # how often a lost mark's moment is offered to a store that is away
-_marks = {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0}  # this process's view
+_marks = {"lost": 0.0}  # a mark this process could not write, not yet told to the store
 _publishing: dict[str, asyncio.Task[None]] = {}
 
 
 class Gate(Enum):
-    """What the gate said: go on holding a token, go on without one, or sold out (unsure: and the
-    store has lost what it held, so the request's missing mark proves nothing)."""
+    """What the gate said: go on holding a token, go on without one, or sold out. Sold out and
+    recent: the store has not held every mark for a day, so ask the database whether the key
+    redeemed before. Sold out and unsure: the store lost what it held; let the database decide."""
 
     TOKEN = "token"
     PASS = "pass"
     SOLD_OUT = "sold_out"
+    SOLD_OUT_RECENT = "sold_out_recent"
     SOLD_OUT_UNSURE = "sold_out_unsure"
 
 
@@ -93,15 +102,15 @@ async def take(right_id: int, quantity: int, subject: str, idempotency_key: str)
     try:
         for _ in range(2):
             result = await store.take(gate_key(right_id), quantity, replay_key(subject, idempotency_key),
-                                      REPLAY_TTL, _marks_key())
+                                      REPLAY_TTL, _marks_key(), time.time() - REPLAY_TTL)
             if result == TAKE_DONE:
                 return Gate.TOKEN
             if result == TAKE_SHORT:
-                return Gate.SOLD_OUT
+                return Gate.SOLD_OUT_RECENT if _marks["lost"] else Gate.SOLD_OUT
+            if result == TAKE_RECENT:
+                return Gate.SOLD_OUT_RECENT
             if result == TAKE_UNSURE:
-                # Read marks-since again now: that starts the store's count afresh.
-                _marks["checked_at"] = float("-inf")
-                await marks_complete()
+                await start_count()
                 return Gate.SOLD_OUT_UNSURE
             if result == TAKE_BYPASS:
                 return Gate.PASS
@@ -151,7 +160,6 @@ async def _publish_lost(retry: bool = True) -> None:
                 return
             await asyncio.sleep(PUBLISH_RETRY_S)
             continue
-        _marks["since"] = max(_marks["since"], lost)
         if _marks["lost"] == lost:  # a loss noted meanwhile goes round again
             _marks["lost"] = 0.0
 
@@ -165,36 +173,17 @@ def _marks_key() -> str:
     return store_key("gate", "marks-since")
 
 
-async def _marks_since(now: float) -> float:
-    """When the store began holding every replay mark, starting that count now if it has none
-    (a store restarted empty): a day back if no redemption was made in the last day."""
-    store = get_store()
-    value = await store.get(_marks_key())
-    if value is None:
+async def start_count() -> None:
+    """Start the store's count of marks if it has none (at startup, or after the store lost what
+    it held): from now, or from a day back when no redemption was made in the last day (no
+    mark can be missing then). A count already there, or started meanwhile, is kept."""
+    now = time.time()
+    try:
         newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
         since = now if newest and newest.timestamp() > now - REPLAY_TTL else now - REPLAY_TTL
-        if await store.set_nx(_marks_key(), str(since)):
-            return since
-        value = await store.get(_marks_key())  # another process started the count meanwhile
-    return float(value) if value is not None else now
-
-
-async def marks_complete() -> bool:
-    """True when the store holds the mark of every key that redeemed in the last REPLAY_TTL
-    seconds, so a key the gate finds without one did not; read at most once a second."""
-    now = time.time()
-    if _marks["lost"]:  # noted here, not yet in the store
-        return False
-    if now - _marks["checked_at"] >= MARKS_CHECK_S:
-        try:
-            read = await _marks_since(now)
-            # Never back: a loss told meanwhile may have raised it past what this read saw.
-            _marks["since"] = max(_marks["since"], read)
-        except Exception:  # noqa: BLE001 - unsure: the database is asked
-            log.warning("stock gate: cannot read since when the store holds every mark")
-            return False
-        _marks["checked_at"] = now
-    return now - _marks["since"] >= REPLAY_TTL
+        await get_store().set_nx(_marks_key(), repr(since))
+    except Exception:  # noqa: BLE001 - without a count every sold-out answer asks the database
+        log.warning("stock gate: could not start the count of replay marks")
 
 
 async def forget(right_id: int) -> None:

@@ -414,10 +414,10 @@ async def _sold_by_one_redemption(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, Any, Any, str, dict]:
     """A right of stock 1 that `buyer` redeemed with `key` (the first answer), a resident `late`
-    who comes after, and a store holding every replay mark of the last day, as this process
-    has just read: (right id, buyer, late, key, first answer)."""
-    # This process's view as at start (tests with the store down before left a lost mark).
-    monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
+    who comes after, and a store holding every replay mark of the last day:
+    (right id, buyer, late, key, first answer)."""
+    # This process as at start (tests with the store down before left a lost mark).
+    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
     buyer, late = await resident(points=100), await resident(points=100)
@@ -426,7 +426,9 @@ async def _sold_by_one_redemption(
     assert first["userErrors"] == []
     marks_since = stock_gate.store_key("gate", "marks-since")
     await get_store().set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 60))
-    assert await stock_gate.marks_complete()
+    # Sold out, and every mark held: a new key is refused without asking the database.
+    assert await stock_gate.take(decode_id("Right", right_id), 1, late.subject, unique("k")) is (
+        stock_gate.Gate.SOLD_OUT)
     return right_id, buyer, late, key, first
 
 
@@ -437,7 +439,6 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
     """The store restarted empty, or could not take the mark of a redemption: a retry of that
     redemption, the right now sold out, still gets its first result; a new key finds it sold
     out, and so does the retry once the store again holds every mark of the last day."""
-    monkeypatch.setattr(stock_gate, "MARKS_CHECK_S", 0)
     right_id, buyer, late, key, first = await _sold_by_one_redemption(client, monkeypatch)
     store = get_store()
     marks_since = stock_gate.store_key("gate", "marks-since")
@@ -448,7 +449,7 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
         stock_gate.note_lost_mark(time.time())
         await stock_gate._publishing["task"]
         # The retry lands on a process that noted nothing itself.
-        monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
+        monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
     assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
     again = await redeem(client, buyer, right_id, key=key)
     assert again["userErrors"] == [] and again["redemption"] == first["redemption"]
@@ -458,29 +459,31 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
     assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
     assert await points_of(buyer.participant_id) == (90, 0)
     assert await _gate(right_id) == 0
-    # A day on (the store's marks-since a day back, read by a process that noted nothing).
-    await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL))
-    monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
+    # A day on (the store's marks-since a day back, and a process that noted nothing).
+    await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 1))
+    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
     assert outcome(await redeem(client, buyer, right_id, key=key)) == "OUT_OF_STOCK"
 
 
 async def test_a_retry_just_after_the_store_was_emptied_replays_its_redemption(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The store is emptied (restarted, flushed) a moment after this process read that it held
-    every mark: the retry of a redemption, the right sold out, still gets its first result, and
-    the store starts counting its marks again."""
+    """The store is emptied (restarted, flushed) a moment after a sold-out answer that trusted
+    every mark: whichever request comes first afterwards, and on whichever worker, the retry of
+    a redemption, the right sold out, still gets its first result, and the store starts
+    counting its marks again."""
     right_id, buyer, late, key, first = await _sold_by_one_redemption(client, monkeypatch)
     store = get_store()
     marks_since = stock_gate.store_key("gate", "marks-since")
-    # marks_complete() was read just now: this process trusts it for MARKS_CHECK_S.
     await store.delete(stock_gate.replay_key(buyer.subject, key),
                        stock_gate.gate_key(decode_id("Right", right_id)), marks_since)
-    again = await redeem(client, buyer, right_id, key=key)
-    assert again["userErrors"] == [] and again["redemption"] == first["redemption"]
+    # Someone else's request comes first: the store's count of marks starts again from now.
     assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
-    assert float(await store.get(marks_since)) > time.time() - 60  # a new count, from now
-    assert outcome(await redeem(client, buyer, right_id, key=key)) == "OK"
+    assert float(await store.get(marks_since)) > time.time() - 60
+    for _ in range(2):  # the retry, and its own retry: the database replays both
+        again = await redeem(client, buyer, right_id, key=key)
+        assert again["userErrors"] == [] and again["redemption"] == first["redemption"]
+    assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
     assert await points_of(buyer.participant_id) == (90, 0)
 
 

@@ -1,42 +1,43 @@
-"""The stock gate's record of since when the store holds every replay mark, under races."""
+"""The stock gate's record of since when the store holds every replay mark, read in the take."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 
 from app.redis import get_store
 from mall import stock_gate
+from tests.helpers import unique
 
 
-async def test_a_read_in_flight_never_undoes_a_loss_told_meanwhile(
+async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sold-out request's read of marks-since leaves before a lost mark is told to the store
-    and answers after: the process must still not trust the marks."""
-    monkeypatch.setattr(stock_gate, "_marks", {"since": 0.0, "checked_at": float("-inf"), "lost": 0.0})
+    """Whatever any process read before, each sold-out answer says what the store holds at that
+    moment: every mark (sold out), a loss within the day (ask the database), or nothing at all
+    (the store lost what it held: let the database decide, and start the count again)."""
+    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
     store = get_store()
-    key = stock_gate.store_key("gate", "marks-since")
-    await store.set(key, str(time.time() - stock_gate.REPLAY_TTL - 10))  # every mark held
-    read = store.get
-    answered, held = asyncio.Event(), asyncio.Event()
-
-    async def slow_get(wanted: str) -> bytes | None:
-        value = await read(wanted)  # the store answers with what it holds now ...
-        if wanted == key and not answered.is_set():
-            answered.set()
-            await held.wait()  # ... and the answer is still on its way
-        return value
-
-    monkeypatch.setattr(store, "get", slow_get)
-    reader = asyncio.ensure_future(stock_gate.marks_complete())
-    await answered.wait()
-    loss = time.time()
-    stock_gate.note_lost_mark(loss)
-    await stock_gate._publishing["task"]
-    assert float(await read(key)) == loss
-    held.set()
-    assert await reader is False
-    assert not await stock_gate.marks_complete()
+    right_id = 10**9 + 7  # the gate alone: a counter set by hand
+    marks_since = stock_gate.store_key("gate", "marks-since")
+    await store.set(stock_gate.gate_key(right_id), "0", stock_gate.GATE_TTL)
+    try:
+        await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 1))
+        assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT
+        # Another process tells a mark it could not write: the next answer knows it at once.
+        assert await store.set_max(marks_since, time.time()) > time.time() - 60
+        assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_RECENT
+        # This process could not write a mark and has not told the store yet: it asks too.
+        await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 1))
+        monkeypatch.setattr(stock_gate, "_marks", {"lost": time.time()})
+        assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_RECENT
+        monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+        # The store lost everything it held but the counter (rebuilt already): unsure, and the
+        # count starts again (from now, or a day back when no redemption was made in the day).
+        await store.delete(marks_since)
+        assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_UNSURE
+        restarted = float(await store.get(marks_since))
+        assert time.time() - stock_gate.REPLAY_TTL - 60 < restarted <= time.time()
+    finally:
+        await store.delete(stock_gate.gate_key(right_id))
