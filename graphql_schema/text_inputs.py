@@ -1,7 +1,8 @@
 """Inputs refused before anything runs. Text no database can store (NUL characters, lone
 surrogates), in literals and variables alike, so both databases answer the same: PostgreSQL
 refuses such text, SQLite would store it. And lists in the variables longer than any input
-takes, before they cost their coercion (a literal list is bounded by the token limit)."""
+takes, counted across all the variables, before they cost their coercion (a literal list is
+bounded by the token limit)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from graphql import GraphQLError, StringValueNode, ValidationRule
 from app.text import storable
 
 MESSAGE = "Text values must not hold NUL characters or lone surrogates."
-# Twice the most any input takes (1,000 records or events a call): a list a little too long is
-# still answered by its service's user error; one past this costs no coercion at all.
+# Twice the most any input takes (1,000 records or events a call), counted over every list in
+# the variables (aliases let one request send several): a list a little too long is still
+# answered by its service's user error; more than this costs no coercion at all.
 MAX_LIST_ITEMS = 2_000
-LIST_MESSAGE = f"A list in the variables holds more than {MAX_LIST_ITEMS} items; no input takes that many."
+LIST_MESSAGE = (f"The lists in the variables hold more than {MAX_LIST_ITEMS} items in all; no"
+                " request takes that many.")
 
 
 def refusal(node: StringValueNode | None = None) -> GraphQLError:
@@ -34,8 +37,9 @@ class StorableText(ValidationRule):
 
 def variables_refusal(values: dict[str, Any]) -> GraphQLError | None:
     """The error for variables no input takes: a string anywhere (keys included) that is not
-    storable, or a list of more than MAX_LIST_ITEMS items; None when there is neither."""
+    storable, or lists of more than MAX_LIST_ITEMS items in all; None when there is neither."""
     pending: list[Any] = [values]
+    items = 0
     while pending:
         value = pending.pop()
         if isinstance(value, str):
@@ -45,7 +49,8 @@ def variables_refusal(values: dict[str, Any]) -> GraphQLError | None:
             pending.extend(value.keys())
             pending.extend(value.values())
         elif isinstance(value, list):
-            if len(value) > MAX_LIST_ITEMS:
+            items += len(value)
+            if items > MAX_LIST_ITEMS:
                 return GraphQLError(LIST_MESSAGE, original_error=ValueError(LIST_MESSAGE))
             pending.extend(value)
     return None

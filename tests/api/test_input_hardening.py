@@ -239,7 +239,13 @@ async def test_a_list_far_past_any_input_is_refused_before_its_coercion(client):
         body = await gql(client, submit, {"input": {"scenarioCode": "X", "records": [item] * 2001}},
                          auth)
         assert error_codes(body) == ["BAD_USER_INPUT"], body
-        assert "more than 2000 items" in _messages(body)
+        assert "more than 2000 items in all" in _messages(body)
         assert body.get("data") is None
+    # Nor split over several variables, one aliased mutation each.
+    split = ("mutation(" + ", ".join(f"$r{i}: [ScenarioRecordInput!]!" for i in range(3)) + ") { "
+             + " ".join(f'a{i}: submitScenarioRecords(input: {{scenarioCode: "X", records: $r{i}}})'
+                        " { accepted }" for i in range(3)) + " }")
+    body = await gql(client, split, {f"r{i}": [item] * 700 for i in range(3)})
+    assert error_codes(body) == ["BAD_USER_INPUT"] and "in all" in _messages(body)
     anonymous = await gql(client, submit, {"input": {"scenarioCode": "X", "records": [item] * 2000}})
     assert error_codes(anonymous) == ["UNAUTHENTICATED"]
