@@ -150,7 +150,9 @@ class Experience(Model):
 
     class Meta:
         table = "points_experience"
-        constraints = [CheckConstraint(check="total >= 0", name="points_experience_not_negative")]
+        # Lifetime experience stops at the largest GraphQL Int (points.rules.MAX_EXPERIENCE).
+        constraints = [CheckConstraint(check="total >= 0 AND total <= 2147483647",
+                                       name="points_experience_within_int")]
 
 
 class GrowthLevel(Model):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from tortoise.exceptions import IntegrityError
+
 from app.audit import AuditEvent
 from points.models import BehaviorEvent, BehaviorScenario, Experience, LevelCrossing
 from points.rules import SHANGHAI
@@ -164,6 +167,10 @@ async def test_lifetime_experience_stops_at_the_largest_int_and_stays_readable(c
     assert data(account)["me"]["account"]["experience"] == top
     growth = await gql(client, GROWTH, {"first": 2}, auth)
     assert data(growth)["me"]["growth"]["experience"] == top
+    # The database itself holds no total past it (migration points/0004 brought older ones down).
+    _, _, other = await resident()
+    with pytest.raises(IntegrityError):
+        await Experience.create(participant_id=other, total=top + 1)
 
 
 async def test_duplicates_count_once_and_rejections_do_not_block_others(client):
