@@ -9,11 +9,15 @@ from datetime import date, timedelta
 
 from app.calendar import WorkingDays
 from app.errors import InvalidInput, InvalidState
-from app.units import BIGINT_MAX
 from registry.models import MethodologyClass, MethodologyKind, MethodologyStatus, ScenarioStatus
 
 CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+# The most grams a scenario methodology may credit a unit of activity, or a person in a day:
+# 1,000 t, far past any green-travel factor. With the daily cap at most this, no issuance of up
+# to 90 days' records for a hundred million people passes a 64-bit total, so the ledger's own
+# overflow refusal stays a backstop that no scenario can be stuck behind.
+MAX_SCENARIO_GRAMS = 10**9
 UNIT_RE = re.compile(r"^[^\s\x00-\x1f][^\x00-\x1f]{0,31}$")
 PUBLICITY_WORKING_DAYS = 5
 PUBLICITY_MAX_DAYS_BACK = 90
@@ -97,8 +101,9 @@ def methodology_terms(
             )
         activity_unit = activity_unit.strip()
         for field, value in (("gramsPerUnit", grams_per_unit), ("dailyCapGrams", daily_cap_grams)):
-            if value is None or not 0 < value <= BIGINT_MAX:
-                raise InvalidInput(f"A scenario methodology needs {field} above zero.", field)
+            if value is None or not 0 < value <= MAX_SCENARIO_GRAMS:
+                raise InvalidInput(
+                    f"A scenario methodology needs {field} from 1 to {MAX_SCENARIO_GRAMS}.", field)
     else:
         for field, value in (
             ("activityUnit", activity_unit),

@@ -78,6 +78,8 @@ async def test_scenario_terms_are_required_and_project_ones_refused(client):
         ({"gramsPerUnit": None}, "gramsPerUnit"),
         ({"gramsPerUnit": "0"}, "gramsPerUnit"),
         ({"dailyCapGrams": "-5"}, "dailyCapGrams"),
+        ({"gramsPerUnit": "1000000001"}, "gramsPerUnit"),  # more than 1,000 t a unit
+        ({"dailyCapGrams": "9223372036854775807"}, "dailyCapGrams"),
         ({"kind": "PROJECT"}, "activityUnit"),
         ({"code": "no spaces allowed"}, "code"),
         ({"version": ""}, "version"),
