@@ -10,6 +10,7 @@ from tortoise.models import Model
 from app.auth import Principal
 
 log = logging.getLogger(__name__)
+MAX_DETAIL = 4096  # a page of 100 ids of up to 19 digits takes 2,000
 
 
 class AuditEvent(Model):
@@ -21,7 +22,7 @@ class AuditEvent(Model):
     action = fields.CharField(max_length=64)
     target_type = fields.CharField(max_length=32)
     target_id = fields.CharField(max_length=64)
-    detail = fields.CharField(max_length=512, default="")
+    detail = fields.TextField(default="")  # e.g. every id of a page of 100 rows a staff member read
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -38,6 +39,6 @@ async def record(
         action=action,
         target_type=target_type,
         target_id=str(target_id),
-        detail=detail[:512],
+        detail=detail[:MAX_DETAIL],
     )
     log.info("audit action=%s target=%s:%s", action, target_type, target_id)

@@ -51,6 +51,14 @@ async def test_staff_reads_of_the_merchant_and_buyback_queues_are_audited(client
         event = await AuditEvent.filter(action="merchant.list", actor_roles=role).order_by("-id").first()
         assert event is not None and event.target_id == "PENDING"
         assert str(merchant_id) in event.detail.removeprefix("ids=").split(",")
+    # A full page: every id shown is in the row, however long the list.
+    for _ in range(3):
+        await apply(client)
+    full = "query { merchants(first: 100) { edges { node { id } } } }"
+    shown = [decode_id("Merchant", e["node"]["id"])
+             for e in data(await gql(client, full, auth=CENTER))["merchants"]["edges"]]
+    event = await AuditEvent.filter(action="merchant.list").order_by("-id").first()
+    assert event is not None and event.detail == "ids=" + ",".join(str(i) for i in shown)
     data(await gql(client, "query { buybacks(first: 5) { edges { node { id } } } }", auth=CENTER))
     event = await AuditEvent.filter(action="buyback.list").order_by("-id").first()
     assert event is not None and (event.target_type, event.target_id) == ("Buyback", "any")
