@@ -99,7 +99,7 @@ async def _methodology(spec: DemoScenario, loaded: list[str]) -> Methodology:
     row = await Methodology.filter(code=code, version="1.0").first()
     if row is None:
         row = await methodologies.submit_methodology(
-            CENTER, code=code, name=spec.methodology_name, kind="SCENARIO",
+            operator(spec), code=code, name=spec.methodology_name, kind="SCENARIO",
             methodology_class="II", version="1.0", activity_unit=spec.activity_unit,
             grams_per_unit=spec.grams_per_unit, daily_cap_grams=spec.daily_cap_grams)
         loaded.append(f"methodology {code}")

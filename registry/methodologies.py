@@ -10,7 +10,7 @@ from tortoise.transactions import in_transaction
 
 from app import audit
 from app.auth import STAFF_ROLES, Principal
-from app.errors import Duplicate, InvalidInput, NotFound
+from app.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from registry.approval_rules import (
     check_comment,
     methodology_assessment,
@@ -94,12 +94,14 @@ async def _locked(conn: object, methodology_id: int) -> Methodology:
 async def assess_methodology(
     principal: Principal, methodology_id: int, approve: bool, comment: str | None = None
 ) -> Methodology:
-    """Center assessment: SUBMITTED -> PUBLIC_COMMENT, or REJECTED."""
+    """Center assessment: SUBMITTED -> PUBLIC_COMMENT, or REJECTED; never by its submitter."""
     principal.require("center")
     comment = check_comment(comment)
     async with in_transaction() as conn:
         row = await _locked(conn, methodology_id)
         row.status = methodology_assessment(row.status, approve).value
+        if row.submitted_by == principal.subject:
+            raise InvalidState("A methodology is assessed by someone other than its submitter.", "id")
         row.assessed_by = principal.subject
         row.assessment_comment = comment
         row.assessed_at = datetime.now(UTC)

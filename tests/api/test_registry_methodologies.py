@@ -55,6 +55,17 @@ async def test_center_and_project_developer_may_submit_a_project_methodology(cli
         assert made["userErrors"] == [] and made["methodology"]["status"] == "SUBMITTED"
 
 
+async def test_the_center_never_assesses_its_own_submission(client):
+    made = data(await submit_methodology(client, CENTER))["submitMethodology"]["methodology"]
+    review = {"input": {"id": made["id"], "approve": True}}
+    own = data(await op(client, "AssessMethodology", review, CENTER))["assessMethodology"]
+    assert [(e["code"], e["field"]) for e in own["userErrors"]] == [("INVALID_STATE", "id")]
+    assert own["methodology"] is None
+    colleague = token("center-colleague", "center")
+    other = data(await op(client, "AssessMethodology", review, colleague))["assessMethodology"]
+    assert other["userErrors"] == [] and other["methodology"]["status"] == "PUBLIC_COMMENT"
+
+
 async def test_who_may_not(client):
     for auth in (token(), token(roles="merchant", org=credit_code()), REGULATOR,
                  token(roles="scenario_operator")):  # an organisation role with no org
