@@ -17,14 +17,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from app.auth import ORG_ROLES, Principal
-from app.errors import Forbidden, NotFound
+from app.errors import Forbidden, NotEligible, NotFound
 from app.events import account_changed
 from app.idempotency import claim
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
 from app.ledger.models import Asset, EntryKind, Lot, TransferLot
 from app.ledger.posting import Posting, post
 from app.participants import Participant, organisation_id, resident_id
-from registry.models import Retirement
+from registry.models import Retirement, RetirementChannel
 from registry.retirement_rules import (
     certificate_number,
     check_retirement,
@@ -73,6 +73,11 @@ class Certificate:
         return mask_person(self.holder_name) if self.holder_is_individual else self.holder_name
 
 
+def _acts_for_org(principal: Principal) -> bool:
+    """True when the caller retires for its organisation, not as a resident."""
+    return bool(principal.org) and principal.has(*ORG_ROLES)
+
+
 async def _holder(principal: Principal) -> int:
     """The participant retiring: an organisation for organisation roles, else the resident."""
     if principal.org and principal.has(*ORG_ROLES):
@@ -92,6 +97,11 @@ async def retire(
 ) -> Retirement:
     """Retire `grams` of the caller's reductions through an Art. 17 channel; a certificate is issued."""
     terms = check_retirement(grams, channel, beneficiary, reference)
+    if terms.channel == RetirementChannel.ETS_COMPLIANCE and not _acts_for_org(principal):
+        # Art. 17: class I reductions go to allowance surrender by entities the market covers.
+        raise NotEligible(
+            "Only an organisation covered by the carbon market surrenders reductions for"
+            " compliance.", "channel")
     holder = await _holder(principal)
     account = await holder_account_id(holder, Asset.REDUCTION_GRAMS)
     retired = await system_account_id(SystemAccount.GRAMS_RETIRED)

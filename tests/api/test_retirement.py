@@ -83,7 +83,10 @@ async def test_eco_damage_compensation_needs_the_document_number(client):
 
 
 async def test_ets_compliance_draws_on_class_i_only(client):
-    auth, participant_id = await _resident(500, "II")
+    code = credit_code()
+    participant_id = await organisation_id(code, "上海某钢铁公司")
+    await issue_grams(participant_id, 500, "II")
+    auth = token(unique("dev"), "project_developer", org=code)
     refused = await retire(client, auth, 100, "ETS_COMPLIANCE")
     assert _codes(refused) == ["NOT_ELIGIBLE"]
     assert await grams_of(participant_id) == 500
@@ -92,6 +95,13 @@ async def test_ets_compliance_draws_on_class_i_only(client):
     assert [lot["methodologyClass"] for lot in done["retirement"]["lots"]] == ["I"]
     assert await grams_of(participant_id) == 550
     assert _codes(await retire(client, auth, 51, "ETS_COMPLIANCE")) == ["NOT_ELIGIBLE"]
+
+
+async def test_a_resident_never_surrenders_reductions_for_ets_compliance(client):
+    auth, participant_id = await _resident(500, "I")
+    refused = await retire(client, auth, 100, "ETS_COMPLIANCE")
+    assert [(e["code"], e["field"]) for e in refused["userErrors"]] == [("NOT_ELIGIBLE", "channel")]
+    assert await grams_of(participant_id) == 500
 
 
 async def test_shortfall_idempotency_and_who_may_retire(client):
