@@ -68,20 +68,23 @@ def normalise_certificate_number(text: str) -> str:
     return text.strip().upper()
 
 
-# A run of 7 or more digits (spaces or hyphens between them allowed), an ID number's final X
-# included: a phone number, an ID or passport number, a bank card.
-_NUMBER = re.compile(r"\d(?:[ -]?\d){6,}(?:[ -]?[Xx])?")
+# A run of 7 or more digits (up to two spaces, dots, hyphens or slashes between them allowed),
+# an ID number's final X included: a phone number, an ID or passport number, a bank card.
+_SEPARATORS = r"[ ./-]{0,2}"
+_NUMBER = re.compile(rf"\d(?:{_SEPARATORS}\d){{6,}}(?:{_SEPARATORS}[Xx])?")
 
 
 def mask_numbers(text: str) -> str:
-    """Text for public display with every long number's middle hidden: 138****5678."""
+    """Text for public display with every long number hidden but its ends: 138****5678, and of
+    a shorter one (a landline) its last two digits only."""
     return _NUMBER.sub(_masked_number, text)
 
 
 def _masked_number(match: re.Match[str]) -> str:
-    digits = re.sub(r"[ -]", "", match.group())
-    head = 3 if len(digits) >= 11 else 1
-    return digits[:head] + "*" * (len(digits) - head - 4) + digits[-4:]
+    digits = re.sub(_SEPARATORS, "", match.group())
+    if len(digits) >= 11:
+        return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    return "*" * (len(digits) - 2) + digits[-2:]
 
 
 def mask_person(name: str) -> str:

@@ -140,9 +140,9 @@ async def test_phone_and_id_numbers_in_an_organisations_beneficiary_are_masked_i
     holder = await organisation_id(code, "Green Cafe")
     await issue_grams(holder, 10)
     auth = token(unique("shop"), "project_developer", org=code)
-    named = "张三 138-1234-5678, ID 11010519491231002X, table 12"
+    named = "张三 138-1234-5678, ID 11010519491231002X, 家 021.6123.4567, table 12"
     done = await retire(client, auth, 1, "EVENT_NEUTRALITY", beneficiary=named)
     assert done["retirement"]["beneficiary"] == named  # the holder sees what it wrote
     public = data(await gql(client, LOOKUP, {"number": done["retirement"]["certificateNumber"]}))
     assert public["retirementCertificate"]["beneficiary"] == (
-        "张三 138****5678, ID 110***********002X, table 12")
+        "张三 138****5678, ID 110***********002X, 家 021****4567, table 12")

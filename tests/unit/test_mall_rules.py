@@ -23,7 +23,7 @@ from mall.rules import (
     voucher_check_char,
 )
 from registry.models import RetirementChannel
-from registry.retirement_rules import certificate_number, check_retirement, mask_person
+from registry.retirement_rules import certificate_number, check_retirement, mask_numbers, mask_person
 from tests.helpers import credit_code
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -225,3 +225,17 @@ def test_certificate_numbers_and_masking():
     assert mask_person("张三丰") == "张**"
     assert mask_person("Alice Smith") == "A******"
     assert mask_person("李") == "*"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("call 13812345678", "call 138****5678"),
+        ("138 1234 5678 / 138.1234.5678", "138****5678 / 138****5678"),
+        ("ID 11010519491231002X", "ID 110***********002X"),
+        ("office 6123  4567", "office ******67"),
+        ("(2026)沪0115民初123号, room 1203", "(2026)沪0115民初123号, room 1203"),
+    ],
+)
+def test_long_numbers_in_public_text_show_only_their_ends(text, shown):
+    assert mask_numbers(text) == shown
