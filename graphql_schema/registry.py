@@ -178,6 +178,14 @@ class PublishInput:
 
 
 @strawberry.input
+class StatusChangeInput:
+    """A published methodology or scenario to suspend, or a suspended one to reinstate, and why."""
+
+    id: strawberry.ID
+    reason: str
+
+
+@strawberry.input
 class SubmitScenarioInput:
     """A scenario on a published scenario methodology, with the Art. 14 commitment."""
 
@@ -385,6 +393,52 @@ class Mutation:
             return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
 
         return await attempt(run, _scenario_refused)
+
+    @strawberry.mutation(permission_classes=[Regulator])
+    async def suspend_scenario(self, info: Info, input: StatusChangeInput) -> ScenarioPayload:
+        """Regulator (Art. 8): a published scenario stops taking records, issuing and consents."""
+        principal = info.context.caller()
+
+        async def run() -> ScenarioPayload:
+            row = await scenarios.suspend_scenario(principal, decode_id("Scenario", input.id), input.reason)
+            return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+
+        return await attempt(run, _scenario_refused)
+
+    @strawberry.mutation(permission_classes=[Regulator])
+    async def reinstate_scenario(self, info: Info, input: StatusChangeInput) -> ScenarioPayload:
+        """Regulator: a suspended scenario is published again."""
+        principal = info.context.caller()
+
+        async def run() -> ScenarioPayload:
+            row = await scenarios.reinstate_scenario(principal, decode_id("Scenario", input.id), input.reason)
+            return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+
+        return await attempt(run, _scenario_refused)
+
+    @strawberry.mutation(permission_classes=[Regulator])
+    async def suspend_methodology(self, info: Info, input: StatusChangeInput) -> MethodologyPayload:
+        """Regulator (Art. 8): no new scenario is submitted on a suspended methodology."""
+        principal = info.context.caller()
+
+        async def run() -> MethodologyPayload:
+            row = await methodologies.suspend_methodology(
+                principal, decode_id("Methodology", input.id), input.reason)
+            return MethodologyPayload(methodology=Methodology.from_row(row))
+
+        return await attempt(run, _methodology_refused)
+
+    @strawberry.mutation(permission_classes=[Regulator])
+    async def reinstate_methodology(self, info: Info, input: StatusChangeInput) -> MethodologyPayload:
+        """Regulator: a suspended methodology is published again."""
+        principal = info.context.caller()
+
+        async def run() -> MethodologyPayload:
+            row = await methodologies.reinstate_methodology(
+                principal, decode_id("Methodology", input.id), input.reason)
+            return MethodologyPayload(methodology=Methodology.from_row(row))
+
+        return await attempt(run, _methodology_refused)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def load_holiday_calendar(

@@ -55,6 +55,22 @@ def check_comment(value: str | None) -> str | None:
     return value or None
 
 
+def check_reason(value: str | None) -> str:
+    """The reason a suspension or reinstatement must give: 1 to 1000 characters."""
+    reason = (value or "").strip()
+    if not reason or len(reason) > 1000:
+        raise InvalidInput("reason must be 1 to 1000 characters: say why.", "reason")
+    return reason
+
+
+def status_change(current: str, allowed_from: str, to: str, what: str) -> str:
+    """The status after a suspension or reinstatement; INVALID_STATE from any other status."""
+    if current != allowed_from:
+        raise InvalidState(
+            f"The {what} is {current}; only a {allowed_from} {what} can become {to}.", "id")
+    return to
+
+
 @dataclass(frozen=True)
 class MethodologyTerms:
     """What a methodology quantifies, checked."""

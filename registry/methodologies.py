@@ -13,13 +13,17 @@ from app.auth import STAFF_ROLES, Principal
 from app.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from registry.approval_rules import (
     check_comment,
+    check_reason,
     methodology_assessment,
     methodology_publication,
     methodology_terms,
+    status_change,
 )
 from registry.models import Methodology, MethodologyKind, MethodologyStatus
 
 SUBMITTER_ROLES = ("scenario_operator", "project_developer", "center")
+# What anyone signed in sees: the published methodologies, and those suspended since publication.
+PUBLIC = frozenset({MethodologyStatus.PUBLISHED, MethodologyStatus.SUSPENDED})
 ORG_SUBMITTER_ROLES = ("scenario_operator", "project_developer")
 
 
@@ -126,17 +130,49 @@ async def publish_methodology(principal: Principal, methodology_id: int) -> Meth
     return row
 
 
+async def suspend_methodology(
+    principal: Principal, methodology_id: int, reason: str | None
+) -> Methodology:
+    """Regulator (Art. 8, dynamic evaluation): PUBLISHED -> SUSPENDED. No scenario is submitted
+    on a suspended methodology; scenarios already published on it go on unless suspended too."""
+    return await _change_status(principal, methodology_id, reason, MethodologyStatus.PUBLISHED,
+                                MethodologyStatus.SUSPENDED, "methodology.suspend")
+
+
+async def reinstate_methodology(
+    principal: Principal, methodology_id: int, reason: str | None
+) -> Methodology:
+    """Regulator: SUSPENDED -> PUBLISHED."""
+    return await _change_status(principal, methodology_id, reason, MethodologyStatus.SUSPENDED,
+                                MethodologyStatus.PUBLISHED, "methodology.reinstate")
+
+
+async def _change_status(
+    principal: Principal, methodology_id: int, reason: str | None,
+    allowed_from: MethodologyStatus, to: MethodologyStatus, action: str,
+) -> Methodology:
+    principal.require("regulator")
+    why = check_reason(reason)
+    async with in_transaction() as conn:
+        row = await _locked(conn, methodology_id)
+        row.status = status_change(row.status, allowed_from, to, "methodology")
+        await row.save(using_db=conn, update_fields=["status"])
+        await audit.record(principal, action, "Methodology", row.id, why)
+    return row
+
+
 async def list_methodologies(
     principal: Principal, status: str | None = None, kind: str | None = None
 ) -> list[Methodology]:
-    """Published ones to anyone; staff see all; an organisation also sees its own submissions."""
+    """Published (and suspended) ones to anyone; staff see all; an organisation also sees its own
+    submissions."""
     query = Methodology.all()
     if status is not None:
         query = query.filter(status=MethodologyStatus(status).value)
     if kind is not None:
         query = query.filter(kind=MethodologyKind(kind).value)
     if not principal.has(*STAFF_ROLES):
-        visible = Q(status=MethodologyStatus.PUBLISHED.value)
+        visible = Q(status__in=[s.value for s in PUBLIC])
         org = _acting_org(principal)
         if org:
             visible |= Q(submitter_org=org)
@@ -150,8 +186,9 @@ def _acting_org(principal: Principal) -> str | None:
 
 
 def visible_to(principal: Principal, methodology: Methodology) -> bool:
-    """True when `principal` may see `methodology`: published, staff, or its own organisation's."""
-    if methodology.status == MethodologyStatus.PUBLISHED or principal.has(*STAFF_ROLES):
+    """True when `principal` may see `methodology`: published (or suspended since), staff, or its
+    own organisation's."""
+    if methodology.status in PUBLIC or principal.has(*STAFF_ROLES):
         return True
     org = _acting_org(principal)
     return org is not None and methodology.submitter_org == org

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from app.audit import AuditEvent
 from app.calendar import shanghai_today, working_days
 from app.participants import organisation_id
 from registry.models import Scenario, ScenarioAssessment
@@ -15,6 +16,7 @@ from tests.registry_support import (
     CENTER,
     EXCHANGE,
     REGULATOR,
+    authorize,
     ensure_test_calendar,
     published_methodology,
     published_scenario,
@@ -260,3 +262,61 @@ async def test_concurrent_submissions_of_one_code_make_one_scenario(client):
         submitted_scenario(client, methodology["id"], _operator(), code=code) for _ in range(5)])
     assert sorted(e["code"] for a in answers for e in a["userErrors"]) == ["DUPLICATE"] * 4
     assert await Scenario.filter(code=code).count() == 1
+
+
+SUSPEND = """mutation($input: StatusChangeInput!) {
+  suspendScenario(input: $input) { scenario { status } userErrors { code field } } }"""
+REINSTATE = """mutation($input: StatusChangeInput!) {
+  reinstateScenario(input: $input) { scenario { status } userErrors { code field } } }"""
+SUSPEND_METHODOLOGY = """mutation($input: StatusChangeInput!) {
+  suspendMethodology(input: $input) { methodology { status } userErrors { code field } } }"""
+REINSTATE_METHODOLOGY = """mutation($input: StatusChangeInput!) {
+  reinstateMethodology(input: $input) { methodology { status } userErrors { code field } } }"""
+
+
+async def test_the_regulator_suspends_a_scenario_and_it_takes_nothing_until_reinstated(client):
+    pub = await published_scenario(client)
+    change = {"input": {"id": pub.scenario_id, "reason": "动态评估：数据质量存疑"}}
+    assert error_codes(await gql(client, SUSPEND, change, CENTER)) == ["FORBIDDEN"]
+    blank = data(await gql(client, SUSPEND, {"input": {"id": pub.scenario_id, "reason": " "}},
+                           REGULATOR))["suspendScenario"]
+    assert blank["userErrors"] == [{"code": "INVALID_INPUT", "field": "reason"}]
+    done = data(await gql(client, SUSPEND, change, REGULATOR))["suspendScenario"]
+    assert done == {"scenario": {"status": "SUSPENDED"}, "userErrors": []}
+    assert await AuditEvent.filter(action="scenario.suspend", detail="动态评估：数据质量存疑").exists()
+    again = data(await gql(client, SUSPEND, change, REGULATOR))["suspendScenario"]
+    assert again["userErrors"] == [{"code": "INVALID_STATE", "field": "id"}]
+
+    records = {"input": {"scenarioCode": pub.scenario_code, "records": []}}
+    refused = data(await op(client, "SubmitScenarioRecords", records, pub.operator))
+    assert [e["code"] for e in refused["submitScenarioRecords"]["userErrors"]] == ["INVALID_STATE"]
+    streamed = await client.post(f"/ingest/scenarios/{pub.scenario_code}/records", content=b"",
+                                 headers={"authorization": f"Bearer {pub.operator}"})
+    assert streamed.status_code == 409 and streamed.json()["code"] == "INVALID_STATE"
+    issue = {"input": {"scenarioCode": pub.scenario_code, "periodEnd": "2026-01-01T00:00:00+08:00",
+                       "idempotencyKey": unique("k")}}
+    issued = data(await op(client, "IssueScenarioReductions", issue, CENTER))
+    assert [e["code"] for e in issued["issueScenarioReductions"]["userErrors"]] == ["INVALID_STATE"]
+    consent = await authorize(client, token(), pub.scenario_code)
+    assert [e["code"] for e in consent["userErrors"]] == ["NOT_FOUND"]
+    listed = data(await gql(client, "{ scenarios(status: PUBLISHED) { code } }", auth=token()))
+    assert pub.scenario_code not in [s["code"] for s in listed["scenarios"]]
+
+    back = data(await gql(client, REINSTATE, change, REGULATOR))["reinstateScenario"]
+    assert back == {"scenario": {"status": "PUBLISHED"}, "userErrors": []}
+    taken = data(await op(client, "SubmitScenarioRecords", records, pub.operator))
+    assert taken["submitScenarioRecords"]["userErrors"] == []
+    assert (await authorize(client, token(), pub.scenario_code))["userErrors"] == []
+
+
+async def test_no_scenario_is_submitted_on_a_suspended_methodology(client):
+    found = await published_methodology(client)
+    change = {"input": {"id": found["id"], "reason": "Factor under review"}}
+    done = data(await gql(client, SUSPEND_METHODOLOGY, change, REGULATOR))["suspendMethodology"]
+    assert done == {"methodology": {"status": "SUSPENDED"}, "userErrors": []}
+    refused = await submitted_scenario(client, found["id"], _operator())
+    assert [e["code"] for e in refused["userErrors"]] == ["INVALID_STATE"]
+    assert error_codes(await gql(client, REINSTATE_METHODOLOGY, change, CENTER)) == ["FORBIDDEN"]
+    back = data(await gql(client, REINSTATE_METHODOLOGY, change, REGULATOR))["reinstateMethodology"]
+    assert back == {"methodology": {"status": "PUBLISHED"}, "userErrors": []}
+    assert (await submitted_scenario(client, found["id"], _operator()))["userErrors"] == []
