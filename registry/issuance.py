@@ -72,12 +72,15 @@ _SERIAL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('serial'), hashtext($1))"
 
 
 async def _next_serial(conn: BaseDBAsyncClient, base: str) -> str:
-    """The next free serial prefix of `base`, held until commit against an issuance of another
-    scenario sharing the base (PostgreSQL; SQLite runs one transaction at a time)."""
+    """The serial prefix after the highest of `base` (lots numbered by any release, whatever
+    scenario shares the base), held until commit against an issuance of another scenario
+    sharing it (PostgreSQL; SQLite runs one transaction at a time)."""
     if dialect() == "postgres":
         await conn.execute_query(_SERIAL_LOCK, [base])
-    taken = await Lot.filter(serial_prefix__startswith=base).using_db(conn).count()
-    return rules.serial_prefix(base, taken + 1)
+    taken = await Lot.filter(serial_prefix__startswith=base).using_db(conn).values_list(
+        "serial_prefix", flat=True)
+    numbers = [int(tail) for tail in (s[len(base):] for s in taken) if tail.isdigit()]
+    return rules.serial_prefix(base, max(numbers, default=0) + 1)
 
 
 async def issue_scenario_reductions(

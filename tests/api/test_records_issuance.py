@@ -278,3 +278,30 @@ async def test_scenarios_whose_codes_give_one_serial_base_issue_distinct_serials
     year = ago().astimezone(SHANGHAI).year
     base = f"SH-CI-SC-S{odd.scenario_id}-{year}-"
     assert serials == [f"{base}0001", f"{base}0002", f"{base}0003"]
+
+
+async def test_serials_numbered_before_follow_the_highest_of_their_base(client):
+    """Serials numbered before the sequence was kept per base and vintage (one sequence per
+    scenario across years): a scenario holding <base>-<last year>-0001 and <base>-<Y>-0002
+    issues <base>-<Y>-0003 next, never 0002 again. Two real issuances are made, then given the
+    serials the earlier numbering gave them."""
+    world = await make_world(residents=1)
+    year = ago().astimezone(SHANGHAI).year
+    base = f"SH-CI-SC-{world.code.upper()}"
+    for hours, old_serial in ((5, f"{base}-{year - 1}-0001"), (3, f"{base}-{year}-0002")):
+        batch = [record(world.subjects[0], 1, ago(hours=hours))]
+        assert answers(await submit(client, world, batch))[0] == 1
+        payload = await issue(client, world.code, ago(hours=hours - 0.5))
+        assert payload["userErrors"] == [], payload
+        made = await Issuance.filter(scenario_id=world.scenario_id).order_by("-id").first()
+        await Lot.filter(id=made.lot_id).update(serial_prefix=old_serial)
+        await Issuance.filter(id=made.id).update(serial_prefix=old_serial)
+    batch = [record(world.subjects[0], 1, ago(hours=1))]
+    assert answers(await submit(client, world, batch))[0] == 1
+    body = await op(client, "IssueScenarioReductions", {"input": {
+        "scenarioCode": world.code, "periodEnd": ago(hours=0.5).isoformat(),
+        "idempotencyKey": unique("k")}}, CENTER)
+    assert not body.get("errors"), body.get("errors")
+    payload = body["data"]["issueScenarioReductions"]
+    assert payload["userErrors"] == []
+    assert payload["issuance"]["serialPrefix"] == f"{base}-{year}-0003"
