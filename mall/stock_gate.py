@@ -110,7 +110,7 @@ async def take(right_id: int, quantity: int, subject: str, idempotency_key: str)
             if result == TAKE_RECENT:
                 return Gate.SOLD_OUT_RECENT
             if result == TAKE_UNSURE:
-                await start_count()
+                await start_count(after_loss=True)
                 return Gate.SOLD_OUT_UNSURE
             if result == TAKE_BYPASS:
                 return Gate.PASS
@@ -173,14 +173,19 @@ def _marks_key() -> str:
     return store_key("gate", "marks-since")
 
 
-async def start_count() -> None:
-    """Start the store's count of marks if it has none (at startup, or after the store lost what
-    it held): from now, or from a day back when no redemption was made in the last day (no
-    mark can be missing then). A count already there, or started meanwhile, is kept."""
+async def start_count(after_loss: bool = False) -> None:
+    """Start the store's count of marks if it has none. At startup: from a day back when no
+    redemption was made in the last day (no mark can be missing then), else from now. After
+    the store lost what it held while this process served (`after_loss`): from now, since a
+    redemption under way then may have lost its mark before it committed. A count already
+    there, or started meanwhile, is kept."""
     now = time.time()
     try:
-        newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
-        since = now if newest and newest.timestamp() > now - REPLAY_TTL else now - REPLAY_TTL
+        since = now
+        if not after_loss:
+            newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
+            if not newest or newest.timestamp() <= now - REPLAY_TTL:
+                since = now - REPLAY_TTL
         await get_store().set_nx(_marks_key(), repr(since))
     except Exception:  # noqa: BLE001 - without a count every sold-out answer asks the database
         log.warning("stock gate: could not start the count of replay marks")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from app.auth import Principal
+from app.db import dialect
 from app.idempotency import IdempotencyRecord
 from app.ledger.verify import verify
 from app.redis import get_store
@@ -484,6 +485,54 @@ async def test_a_retry_just_after_the_store_was_emptied_replays_its_redemption(
         again = await redeem(client, buyer, right_id, key=key)
         assert again["userErrors"] == [] and again["redemption"] == first["redemption"]
     assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
+    assert await points_of(buyer.participant_id) == (90, 0)
+
+
+@pytest.mark.skipif(dialect() != "postgres",
+                    reason="SQLite runs one transaction at a time: no retry overtakes an open one")
+async def test_a_retry_overtaking_its_first_request_after_the_store_lost_its_data_replays(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request (key K) holds the last item in an open transaction; the store is
+    emptied; two other residents come (the second finds the count of marks started again);
+    then the retry of K comes before the first request commits: it waits for it and replays."""
+    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+    store = get_store()
+    marks_since = stock_gate.store_key("gate", "marks-since")
+    await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 60))
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
+    rid = decode_id("Right", right_id)
+    buyer, late1, late2 = (
+        await resident(points=100), await resident(points=100), await resident(points=100))
+    key = unique("k")
+    written, release = asyncio.Event(), asyncio.Event()
+    write = redeeming._write
+
+    async def held(conn: Any, right: Any, merchant: Any, asks: list, *rest: Any) -> Any:
+        out = await write(conn, right, merchant, asks, *rest)
+        if any(a.key == key for a in asks):
+            written.set()
+            await asyncio.wait_for(release.wait(), 20)
+        return out
+
+    monkeypatch.setattr(redeeming, "_write", held)
+    first = asyncio.ensure_future(redeem(client, buyer, right_id, key=key))
+    await asyncio.wait_for(written.wait(), 10)
+    # The store restarts empty (or is flushed).
+    await store.delete(stock_gate.replay_key(buyer.subject, key), stock_gate.gate_key(rid), marks_since)
+    others = [asyncio.ensure_future(redeem(client, late1, right_id))]
+    await asyncio.sleep(0.3)
+    others.append(asyncio.ensure_future(redeem(client, late2, right_id)))
+    await asyncio.sleep(0.3)
+    retry_sent = asyncio.ensure_future(redeem(client, buyer, right_id, key=key))
+    await asyncio.sleep(0.5)  # the retry reaches the database and waits for the first request
+    assert not retry_sent.done()
+    release.set()
+    first, retry = await first, await retry_sent
+    await asyncio.gather(*others)
+    assert [outcome(first), outcome(retry)] == ["OK", "OK"]
+    assert retry["redemption"] == first["redemption"]
     assert await points_of(buyer.participant_id) == (90, 0)
 
 
