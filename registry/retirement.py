@@ -103,11 +103,6 @@ async def retire(
 ) -> Retirement:
     """Retire `grams` of the caller's reductions through an Art. 17 channel; a certificate is issued."""
     terms = check_retirement(grams, channel, beneficiary, reference)
-    if terms.channel == RetirementChannel.ETS_COMPLIANCE and not _acts_for_org(principal):
-        # Art. 17: class I reductions go to allowance surrender by entities the market covers.
-        raise NotEligible(
-            "Only an organisation covered by the carbon market surrenders reductions for"
-            " compliance.", "channel")
     holder = await _holder(principal)
     account = await holder_account_id(holder, Asset.REDUCTION_GRAMS)
     retired = await system_account_id(SystemAccount.GRAMS_RETIRED)
@@ -125,6 +120,12 @@ async def retire(
                 claimed = await claim(f"retire:{holder}", idempotency_key, payload, conn)
                 if claimed.replay:
                     return await Retirement.get(id=int(claimed.result["retirement_id"])).using_db(conn)
+                if terms.channel == RetirementChannel.ETS_COMPLIANCE and not _acts_for_org(principal):
+                    # Art. 17: class I reductions go to allowance surrender by the entities the
+                    # carbon market covers. (After the claim: a retry of an earlier one replays.)
+                    raise NotEligible(
+                        "Only an organisation covered by the carbon market surrenders reductions"
+                        " for compliance.", "channel")
                 [posted] = await post(
                     conn,
                     [

@@ -6,6 +6,7 @@ from app.auth import Principal
 from app.ledger.accounts import SystemAccount
 from app.ledger.verify import verify
 from app.participants import organisation_id, resident_id
+from registry import retirement as retirement_service
 from registry.models import Retirement
 from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
 from tests.ledger_support import issue_grams
@@ -146,3 +147,17 @@ async def test_phone_and_id_numbers_in_an_organisations_beneficiary_are_masked_i
     public = data(await gql(client, LOOKUP, {"number": done["retirement"]["certificateNumber"]}))
     assert public["retirementCertificate"]["beneficiary"] == (
         "张三 138****5678, ID 110***********002X, 家 021****4567, table 12")
+
+
+async def test_a_retry_of_a_residents_ets_retirement_made_before_the_rule_replays(client, monkeypatch):
+    """A resident's ETS_COMPLIANCE retirement made before residents were refused the channel:
+    its retry (same key, same input) gets its first result, as the contract promises."""
+    auth, participant_id = await _resident(500, "I")
+    key = unique("k")
+    # The rule not yet in force:
+    monkeypatch.setattr(retirement_service, "_acts_for_org", lambda principal: True)
+    first = await retire(client, auth, 100, "ETS_COMPLIANCE", key=key)
+    assert first["userErrors"] == []
+    monkeypatch.undo()
+    again = await retire(client, auth, 100, "ETS_COMPLIANCE", key=key)
+    assert again["userErrors"] == [] and again["retirement"]["id"] == first["retirement"]["id"]
