@@ -68,12 +68,6 @@ class Certificate:
         return mask_person(name) if self.holder_is_individual else mask_numbers(name)
 
     @property
-    def public_reference(self) -> str | None:
-        """The reference as the public sees it: any phone or ID number in it hidden."""
-        reference = self.retirement.reference
-        return None if reference is None else mask_numbers(reference)
-
-    @property
     def public_holder_name(self) -> str:
         """The holder's name as the public sees it."""
         return mask_person(self.holder_name) if self.holder_is_individual else self.holder_name

@@ -68,20 +68,24 @@ def normalise_certificate_number(text: str) -> str:
     return text.strip().upper()
 
 
-# A run of 7 or more digits (up to two spaces, dots, hyphens or slashes between them allowed),
-# an ID number's final X included: a phone number, an ID or passport number, a bank card.
-_SEPARATORS = r"[ ./-]{0,2}"
-_NUMBER = re.compile(rf"\d(?:{_SEPARATORS}\d){{6,}}(?:{_SEPARATORS}[Xx])?")
+# A run of 7 or more digits (up to three spaces, dots, slashes or dashes of any width between
+# them allowed), an ID number's final X (right after it) included: a phone number, an ID or
+# passport number, a bank card. A date written with separators (2026.11.24) is not one.
+_SEPARATORS = r"[\s./\-\u2010-\u2015\uff0d]{0,3}"
+_NUMBER = re.compile(rf"\d(?:{_SEPARATORS}\d){{6,}}(?:[Xx](?![A-Za-z]))?")
+_DATE = re.compile(
+    r"(?<!\d)((?:19|20)\d\d[.\-/年](?:1[0-2]|0?[1-9])[.\-/月](?:[12]\d|3[01]|0?[1-9])(?!\d)日?)")
 
 
 def mask_numbers(text: str) -> str:
     """Text for public display with every long number hidden but its ends: 138****5678, and of
-    a shorter one (a landline) its last two digits only."""
-    return _NUMBER.sub(_masked_number, text)
+    a shorter one (a landline) its last two digits only; dates stay as written."""
+    parts = _DATE.split(text)  # dates at the odd places
+    return "".join(part if i % 2 else _NUMBER.sub(_masked_number, part) for i, part in enumerate(parts))
 
 
 def _masked_number(match: re.Match[str]) -> str:
-    digits = re.sub(_SEPARATORS, "", match.group())
+    digits = re.sub(r"\D", "", match.group()[:-1]) + match.group()[-1]
     if len(digits) >= 11:
         return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
     return "*" * (len(digits) - 2) + digits[-2:]
