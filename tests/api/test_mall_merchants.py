@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from app.audit import AuditEvent
+from app.audit import record as audit_record
+from app.auth import Principal
 from graphql_schema.ids import decode_id
 from mall.models import Merchant
 from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
@@ -59,6 +61,12 @@ async def test_staff_reads_of_the_merchant_and_buyback_queues_are_audited(client
              for e in data(await gql(client, full, auth=CENTER))["merchants"]["edges"]]
     event = await AuditEvent.filter(action="merchant.list").order_by("-id").first()
     assert event is not None and event.detail == "ids=" + ",".join(str(i) for i in shown)
+    # A page of 100 ids of 19 digits (ids grow): the row holds every one of them.
+    long_ids = "ids=" + ",".join(str(10**18 + i) for i in range(100))
+    await audit_record(Principal("center-auditor", frozenset({"center"})), "merchant.list", "Merchant",
+                       "any", long_ids)
+    stored = await AuditEvent.filter(actor_subject="center-auditor").order_by("-id").first()
+    assert stored is not None and stored.detail == long_ids
     data(await gql(client, "query { buybacks(first: 5) { edges { node { id } } } }", auth=CENTER))
     event = await AuditEvent.filter(action="buyback.list").order_by("-id").first()
     assert event is not None and (event.target_type, event.target_id) == ("Buyback", "any")
