@@ -12,9 +12,7 @@ from typing import Any
 from tortoise import fields
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
-from tortoise.transactions import in_transaction
 
-from app.db import dialect
 from app.errors import IdempotencyConflict, InvalidInput
 from app.sql import execute, fetch, insert_rows
 
@@ -53,8 +51,6 @@ _IF_NEW = ' ON CONFLICT (scope, "key") DO NOTHING RETURNING '
 _FIRST = 'SELECT request_hash, result FROM idempotency_record WHERE scope = $1 AND "key" = $2'
 _COMPLETE = "UPDATE idempotency_record SET result = $1 WHERE id = $2"
 _CLAIMED = 'SELECT 1 FROM idempotency_record WHERE scope = $1 AND "key" = $2'
-_PROBE = ('INSERT INTO idempotency_record (scope, "key", request_hash, result, created_at)'
-          " VALUES ($1, $2, '', NULL, $3)" + _IF_NEW + "id")
 
 
 @dataclass
@@ -104,20 +100,6 @@ async def claim(
 async def claimed(scope: str, key: str) -> bool:
     """True when a committed request has claimed (scope, key) (one probe of its unique index)."""
     return bool(await fetch(_CLAIMED, [scope, check_key(key)]))
-
-
-async def claimed_or_pending(scope: str, key: str) -> bool:
-    """True when a request has claimed (scope, key), committed or still in flight.
-
-    On PostgreSQL a probe insert of the key, always rolled back, waits for a claim of it not yet
-    committed to end, and conflicts if that claim committed. On SQLite one transaction runs at a
-    time, so a plain read sees every claim that will ever count."""
-    if dialect() != "postgres":
-        return await claimed(scope, key)
-    async with in_transaction() as conn:
-        inserted = await fetch(_PROBE, [scope, check_key(key), datetime.now(UTC)], conn)
-        await conn.rollback()
-    return not inserted
 
 
 async def claim_new(

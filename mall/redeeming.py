@@ -44,7 +44,7 @@ from tortoise.transactions import in_transaction
 from app.auth import Principal
 from app.errors import DomainError, InsufficientPoints, NotEligible, NotFound
 from app.events import account_changed
-from app.idempotency import check_key, claim, claim_new, claimed_or_pending
+from app.idempotency import check_key, claim, claim_new, claimed
 from app.ledger.accounts import holder_account_id
 from app.ledger.models import Account, Asset, EntryKind
 from app.ledger.posting import Posting, post
@@ -156,10 +156,9 @@ async def redeem(principal: Principal, right_id: int, quantity: int, idempotency
         # The store lost its data: the database replays a key that redeemed (even one whose
         # first request is still in flight) and refuses the others as sold out.
         gate = stock_gate.Gate.PASS
-    elif gate is stock_gate.Gate.SOLD_OUT_RECENT and await claimed_or_pending(
-            _scope(principal.subject), key):
-        # The key redeemed before, or is redeeming now, and the store lost its mark: past the
-        # gate, the lane replays the first result.
+    elif gate is stock_gate.Gate.SOLD_OUT_RECENT and await claimed(_scope(principal.subject), key):
+        # The key redeemed before and the store lost its mark: past the gate, the lane replays
+        # the first result.
         gate = stock_gate.Gate.PASS
     elif gate in (stock_gate.Gate.SOLD_OUT, stock_gate.Gate.SOLD_OUT_RECENT):
         raise OutOfStock(

@@ -30,8 +30,9 @@ be written while it was unreachable. The store keeps the moment since which it h
 (marks-since), and the take reads it in the same atomic step: when the counter is short and
 that moment is within a day, the request asks the database whether its key redeemed before, so
 a retry still gets its first result; when the moment is gone too (the store just restarted or
-was flushed), the request goes to the database, which replays or refuses it, and the count of
-marks starts again from now (`mall.redeeming`). No process keeps its own reading of it.
+was flushed), or is less than UNSURE_S old, the request goes to the database, which replays or
+refuses it (waiting for a first request still under way), and the count of marks starts again
+from now (`mall.redeeming`). No process keeps its own reading of it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ log = logging.getLogger(__name__)
 GATE_TTL = 60
 REPLAY_TTL = 24 * 3600
 PUBLISH_RETRY_S = 0.5  # how often a lost mark's moment is offered to a store that is away
+# For this long after a loss, a sold-out request goes to the database whatever its key: a first
+# request with the same key may have passed the gate and not yet claimed its key (the lane, its
+# group's reads), so only the database's claim can order the two. Far longer than any request.
+UNSURE_S = 2 * GATE_TTL
 _marks = {"lost": 0.0}  # a mark this process could not write, not yet told to the store
 _publishing: dict[str, asyncio.Task[None]] = {}
 
@@ -65,7 +70,8 @@ _publishing: dict[str, asyncio.Task[None]] = {}
 class Gate(Enum):
     """What the gate said: go on holding a token, go on without one, or sold out. Sold out and
     recent: the store has not held every mark for a day, so ask the database whether the key
-    redeemed before. Sold out and unsure: the store lost what it held; let the database decide."""
+    redeemed before. Sold out and unsure: the store lost what it held, now or moments ago; let
+    the database decide."""
 
     TOKEN = "token"
     PASS = "pass"
@@ -101,8 +107,9 @@ async def take(right_id: int, quantity: int, subject: str, idempotency_key: str)
     store = get_store()
     try:
         for _ in range(2):
+            now = time.time()
             result = await store.take(gate_key(right_id), quantity, replay_key(subject, idempotency_key),
-                                      REPLAY_TTL, _marks_key(), time.time() - REPLAY_TTL)
+                                      REPLAY_TTL, _marks_key(), now - REPLAY_TTL, now - UNSURE_S)
             if result == TAKE_DONE:
                 return Gate.TOKEN
             if result == TAKE_SHORT:

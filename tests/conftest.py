@@ -93,10 +93,13 @@ async def _forget_store_keys() -> None:
 
 @pytest.fixture(scope="session")
 async def app(database: str):
-    """The ASGI application on the test database."""
+    """The ASGI application on the test database, with what its lifespan would start."""
     from app.main import create_app
+    from mall.stock_gate import start_count
 
-    return create_app(manage_db=False)
+    built = create_app(manage_db=False)
+    await start_count()
+    return built
 
 
 @pytest.fixture

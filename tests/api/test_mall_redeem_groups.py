@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from app.auth import Principal
 from app.db import dialect
 from app.idempotency import IdempotencyRecord
 from app.ledger.verify import verify
+from app.participants import resident_id as real_resident_id
 from app.redis import get_store
 from graphql_schema.ids import decode_id
 from mall import redeeming, rights, stock_gate
@@ -411,6 +412,15 @@ async def test_a_key_redeemed_before_groups_replays_its_redemption(client: httpx
     assert await points_of(buyer.participant_id) == (90, 0)
 
 
+@pytest.fixture(autouse=True)
+async def _every_mark_held_afterwards() -> AsyncIterator[None]:
+    """Tests here empty the store or move its marks-since: leave it holding every mark, as a
+    quiet start does, so later tests find the gate as a running service would."""
+    yield
+    await get_store().set(stock_gate.store_key("gate", "marks-since"),
+                          repr(time.time() - stock_gate.REPLAY_TTL - 60))
+
+
 async def _sold_by_one_redemption(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, Any, Any, str, dict]:
@@ -534,6 +544,59 @@ async def test_a_retry_overtaking_its_first_request_after_the_store_lost_its_dat
     assert [outcome(first), outcome(retry)] == ["OK", "OK"]
     assert retry["redemption"] == first["redemption"]
     assert await points_of(buyer.participant_id) == (90, 0)
+
+
+async def test_a_retry_of_a_request_past_the_gate_not_yet_claimed_after_a_loss_gets_its_result(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first request has passed the gate and not yet claimed its key (it waits before the
+    lane) when the store is emptied; another resident takes the rebuilt counter's token; a sold-
+    out answer starts the count of marks again; then the first request's retry comes. Both get
+    one and the same result."""
+    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+    store = get_store()
+    marks_since = stock_gate.store_key("gate", "marks-since")
+    await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 60))
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
+    rid = decode_id("Right", right_id)
+    buyer = await resident(points=100)
+    slow = await resident(points=0)   # takes a token, will be refused (no points)
+    poor = await resident(points=0)   # the first sold-out answer after the loss
+    key = unique("k")
+    gates: dict[str, asyncio.Event] = {buyer.subject: asyncio.Event(), slow.subject: asyncio.Event()}
+    reached: dict[str, asyncio.Event] = {buyer.subject: asyncio.Event(), slow.subject: asyncio.Event()}
+    first_call = {buyer.subject: True, slow.subject: True}
+
+    async def held(principal: Any) -> int:
+        s = principal.subject
+        if s in gates and first_call[s]:
+            first_call[s] = False
+            reached[s].set()
+            await asyncio.wait_for(gates[s].wait(), 20)   # latency before the lane (pool, lane queue)
+        return await real_resident_id(principal)
+
+    monkeypatch.setattr(redeeming, "resident_id", held)
+    # The first request takes the last item's token (and marks its key), then is slow.
+    first = asyncio.ensure_future(redeem(client, buyer, right_id, key=key))
+    await asyncio.wait_for(reached[buyer.subject].wait(), 10)
+    # The store restarts empty.
+    await store.delete(stock_gate.replay_key(buyer.subject, key), stock_gate.gate_key(rid), marks_since)
+    # Someone takes the rebuilt counter's token (the DB still has the item), slow too.
+    other = asyncio.ensure_future(redeem(client, slow, right_id))
+    await asyncio.wait_for(reached[slow.subject].wait(), 10)
+    # A sold-out answer restarts the count of marks.
+    assert outcome(await redeem(client, poor, right_id)) in ("OUT_OF_STOCK", "INSUFFICIENT_POINTS")
+    # The client's retry of the first request (same key, same input).
+    retry = await redeem(client, buyer, right_id, key=key)
+    gates[slow.subject].set()
+    gates[buyer.subject].set()
+    first_answer, other_answer = await first, await other
+    # The contract: the same key with the same input returns the first result.
+    assert [outcome(first_answer), outcome(retry)] == ["OK", "OK"], (first_answer, retry)
+    assert first_answer["redemption"] == retry["redemption"]
+    assert await points_of(buyer.participant_id) == (90, 0)
+    assert outcome(other_answer) in ("OUT_OF_STOCK", "INSUFFICIENT_POINTS")
 
 
 async def test_groups_of_graded_rights_and_credit_refreshes_never_deadlock(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -11,12 +12,22 @@ from mall import stock_gate
 from tests.helpers import unique
 
 
+@pytest.fixture(autouse=True)
+async def _every_mark_held_afterwards() -> AsyncIterator[None]:
+    """Tests here empty the store or move its marks-since: leave it holding every mark, as a
+    quiet start does, so later tests find the gate as a running service would."""
+    yield
+    await get_store().set(stock_gate.store_key("gate", "marks-since"),
+                          repr(time.time() - stock_gate.REPLAY_TTL - 60))
+
+
 async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
     database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever any process read before, each sold-out answer says what the store holds at that
-    moment: every mark (sold out), a loss within the day (ask the database), or nothing at all
-    (the store lost what it held: let the database decide, and start the count again)."""
+    moment: every mark (sold out), a loss within the day (ask the database), a loss moments ago
+    or nothing at all (the store lost what it held: let the database decide, and start the
+    count again)."""
     monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
     store = get_store()
     right_id = 10**9 + 7  # the gate alone: a counter set by hand
@@ -27,6 +38,9 @@ async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
         assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT
         # Another process tells a mark it could not write: the next answer knows it at once.
         assert await store.set_max(marks_since, time.time()) > time.time() - 60
+        assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_UNSURE
+        # Once no request from before the loss can still be under way: ask the database.
+        await store.set(marks_since, repr(time.time() - stock_gate.UNSURE_S - 1))
         assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_RECENT
         # This process could not write a mark and has not told the store yet: it asks too.
         await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 1))
