@@ -10,7 +10,8 @@ import pytest
 from app.audit import AuditEvent
 from app.calendar import shanghai_today, working_days
 from app.participants import organisation_id
-from registry.models import Scenario, ScenarioAssessment
+from registry import scenarios as scenarios_service
+from registry.models import Methodology, Scenario, ScenarioAssessment
 from tests.helpers import credit_code, data, error_codes, gql, op, token, unique
 from tests.registry_support import (
     CENTER,
@@ -320,3 +321,47 @@ async def test_no_scenario_is_submitted_on_a_suspended_methodology(client):
     back = data(await gql(client, REINSTATE_METHODOLOGY, change, REGULATOR))["reinstateMethodology"]
     assert back == {"methodology": {"status": "PUBLISHED"}, "userErrors": []}
     assert (await submitted_scenario(client, found["id"], _operator()))["userErrors"] == []
+
+
+async def test_a_scenario_pending_on_a_suspended_methodology_is_neither_approved_nor_published(client):
+    """A scenario submitted before its methodology was suspended is not approved, nor published,
+    while the methodology stays suspended."""
+    await ensure_test_calendar()
+    found = await published_methodology(client)
+    operator = token(unique("op"), "scenario_operator", org=credit_code())
+    made = await submitted_scenario(client, found["id"], operator)
+    assert made["userErrors"] == []
+    suspended = data(await gql(client, SUSPEND_METHODOLOGY,
+                               {"input": {"id": found["id"], "reason": "factor in doubt"}},
+                               REGULATOR))["suspendMethodology"]
+    assert suspended["userErrors"] == []
+    start = (shanghai_today() - timedelta(days=30)).isoformat()
+    answers = []
+    for auth, extra in ((CENTER, {}), (EXCHANGE, {"publicityStartsOn": start})):
+        body = {"input": {"id": made["scenario"]["id"], "approve": True, **extra}}
+        answers.append(data(await op(client, "AssessScenario", body, auth))["assessScenario"])
+    done = data(await op(client, "PublishScenario", {"input": {"id": made["scenario"]["id"]}},
+                         REGULATOR))["publishScenario"]
+    assert [[e["code"] for e in a["userErrors"]] for a in answers] == [["INVALID_STATE"]] * 2
+    assert [e["code"] for e in done["userErrors"]] == ["INVALID_STATE"]
+
+
+async def test_a_submission_racing_a_methodology_suspension_is_refused(client, monkeypatch):
+    """A suspension committed between submitScenario's first look at its methodology and its
+    insert: the submission is refused and no scenario is left on the suspended methodology."""
+    found = await published_methodology(client)
+    operator = token(unique("op"), "scenario_operator", org=credit_code())
+    real = scenarios_service.organisation_id
+
+    async def slow_lookup(org: str) -> int:  # between the status check and the insert
+        suspended = data(await gql(client, SUSPEND_METHODOLOGY,
+                                   {"input": {"id": found["id"], "reason": "factor in doubt"}},
+                                   REGULATOR))["suspendMethodology"]
+        assert suspended["userErrors"] == []
+        return await real(org)
+
+    monkeypatch.setattr(scenarios_service, "organisation_id", slow_lookup)
+    made = await submitted_scenario(client, found["id"], operator)
+    m = await Methodology.get(code=found["code"])
+    rows = await Scenario.filter(methodology_id=m.id).values_list("status", flat=True)
+    assert [e["code"] for e in made["userErrors"]] == ["INVALID_STATE"] and rows == []
