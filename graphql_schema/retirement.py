@@ -88,7 +88,7 @@ class RetirementCertificate:
             channel=m.RetirementChannel(row.channel),
             holder_name=view.public_holder_name,
             beneficiary=view.public_beneficiary,
-            reference=row.reference,
+            reference=view.public_reference,
             created_at=row.created_at,
             lots=_lots(view),
         )

@@ -68,6 +68,16 @@ class Certificate:
         return mask_person(name) if self.holder_is_individual else mask_numbers(name)
 
     @property
+    def public_reference(self) -> str | None:
+        """The reference as the public sees it: the court or procuratorate document number of an
+        ecological-damage compensation as written (its case number must be readable); any other
+        with the middle of each phone or ID number in it hidden."""
+        reference = self.retirement.reference
+        if reference is None or self.retirement.channel == RetirementChannel.ECO_DAMAGE_COMPENSATION:
+            return reference
+        return mask_numbers(reference)
+
+    @property
     def public_holder_name(self) -> str:
         """The holder's name as the public sees it."""
         return mask_person(self.holder_name) if self.holder_is_individual else self.holder_name

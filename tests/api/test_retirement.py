@@ -145,6 +145,7 @@ async def test_phone_and_id_numbers_in_an_organisations_beneficiary_are_masked_i
     done = await retire(client, auth, 1, "EVENT_NEUTRALITY", beneficiary=named)
     assert done["retirement"]["beneficiary"] == named  # the holder sees what it wrote
     public = data(await gql(client, LOOKUP, {"number": done["retirement"]["certificateNumber"]}))
+    assert public["retirementCertificate"]["reference"] is None
     assert public["retirementCertificate"]["beneficiary"] == (
         "张三 138****5678, ID 110***********002X, 家 021****4567, table 12")
 
@@ -161,3 +162,17 @@ async def test_a_retry_of_a_residents_ets_retirement_made_before_the_rule_replay
     monkeypatch.undo()
     again = await retire(client, auth, 100, "ETS_COMPLIANCE", key=key)
     assert again["userErrors"] == [] and again["retirement"]["id"] == first["retirement"]["id"]
+
+
+async def test_a_reference_shows_a_court_case_number_but_hides_phone_and_id_numbers(client):
+    auth, _ = await _resident(100)
+    personal = "家庭减排 13812345678 身份证 11010519491231002X"
+    mine = await retire(client, auth, 10, "VOLUNTARY_CANCELLATION", reference=personal)
+    court = "(2026)沪01民终1234567号"
+    owed = await retire(client, auth, 10, "ECO_DAMAGE_COMPENSATION", reference=court)
+    shown = []
+    for done in (mine, owed):
+        assert done["retirement"]["reference"] in (personal, court)  # the holder sees what it wrote
+        public = data(await gql(client, LOOKUP, {"number": done["retirement"]["certificateNumber"]}))
+        shown.append(public["retirementCertificate"]["reference"])
+    assert shown == ["家庭减排 138****5678 身份证 110***********002X", court]
