@@ -94,14 +94,17 @@ async def _lock_participant(conn: Any, participant_id: int) -> None:
 async def authorize_scenario(
     principal: Principal, scenario_code: str
 ) -> tuple[ScenarioAuthorization, ScenarioRef]:
-    """The resident opts in; authorizing again while active answers the active grant."""
+    """The resident opts in; authorizing again while active answers the active grant (also
+    while the scenario is suspended: the resident's own grant reveals nothing)."""
     participant_id = await resident_id(principal)
-    ref = await _consentable(scenario_code.strip())
+    code = scenario_code.strip()
     async with in_transaction() as conn:
         await _lock_participant(conn, participant_id)
-        active = await _active(conn, participant_id, ref.code)
+        active = await _active(conn, participant_id, code)
         if active is not None:
-            return active, ref
+            refs = await scenario_refs([code])
+            return active, refs.get(code, ScenarioRef(code, code, "REDUCTION"))
+        ref = await _consentable(code)
         row = await ScenarioAuthorization.create(
             participant_id=participant_id,
             scenario_code=ref.code,

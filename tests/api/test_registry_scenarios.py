@@ -277,6 +277,9 @@ REINSTATE_METHODOLOGY = """mutation($input: StatusChangeInput!) {
 
 async def test_the_regulator_suspends_a_scenario_and_it_takes_nothing_until_reinstated(client):
     pub = await published_scenario(client)
+    earlier = token()
+    granted = await authorize(client, earlier, pub.scenario_code)
+    assert granted["userErrors"] == []
     change = {"input": {"id": pub.scenario_id, "reason": "动态评估：数据质量存疑"}}
     assert error_codes(await gql(client, SUSPEND, change, CENTER)) == ["FORBIDDEN"]
     blank = data(await gql(client, SUSPEND, {"input": {"id": pub.scenario_id, "reason": " "}},
@@ -300,6 +303,9 @@ async def test_the_regulator_suspends_a_scenario_and_it_takes_nothing_until_rein
     assert [e["code"] for e in issued["issueScenarioReductions"]["userErrors"]] == ["INVALID_STATE"]
     consent = await authorize(client, token(), pub.scenario_code)
     assert [e["code"] for e in consent["userErrors"]] == ["NOT_FOUND"]
+    # A resident who authorized before is answered their active grant, as always.
+    again = await authorize(client, earlier, pub.scenario_code)
+    assert again["userErrors"] == [] and again["authorization"] == granted["authorization"]
     listed = data(await gql(client, "{ scenarios(status: PUBLISHED) { code } }", auth=token()))
     assert pub.scenario_code not in [s["code"] for s in listed["scenarios"]]
 
