@@ -40,7 +40,7 @@ class Store(Protocol):
     async def set_nx_many(self, values: dict[str, str], ttl: int | None = None) -> None: ...
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
                    witness_key: str | None = None, witness_after: float = 0.0,
-                   witness_unsure_after: float = 0.0) -> int: ...
+                   unsure_key: str | None = None) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
     async def set_max(self, key: str, value: float) -> float: ...
     async def publish(self, channel: str, message: str) -> None: ...
@@ -54,10 +54,10 @@ class Store(Protocol):
 # `take` answers: done (decremented), short (too little left), missing (rebuild the counter from
 # the database), bypass (`bypass_key` exists: skip the counter, e.g. an idempotent replay).
 # With a `mark_ttl`, a successful take also sets `bypass_key` for that many seconds. Given a
-# `witness_key` (a moment, as a number), short becomes unsure when that key is gone (the store
-# lost what it held: it restarted empty, or was flushed) or its moment is after
-# `witness_unsure_after`, and recent when its moment is after `witness_after`: in each case a
-# missing `bypass_key` proves nothing.
+# `witness_key` (a moment, as a number) and an `unsure_key`, short becomes unsure when the
+# witness is gone (the store lost what it held: it restarted empty, or was flushed) or the
+# unsure key exists, and recent when the witness's moment is after `witness_after`: in each case
+# a missing `bypass_key` proves nothing.
 TAKE_DONE, TAKE_SHORT, TAKE_MISSING, TAKE_BYPASS, TAKE_UNSURE, TAKE_RECENT = 1, 0, -1, 2, 3, 4
 TAKE_SCRIPT = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
@@ -66,7 +66,7 @@ if not current then return -1 end
 if tonumber(current) < tonumber(ARGV[1]) then
   if KEYS[3] then
     local since = redis.call('GET', KEYS[3])
-    if not since or tonumber(since) > tonumber(ARGV[4]) then return 3 end
+    if not since or redis.call('EXISTS', KEYS[4]) == 1 then return 3 end
     if tonumber(since) > tonumber(ARGV[3]) then return 4 end
   end
   return 0
@@ -153,7 +153,7 @@ class MemoryStore:
 
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
                    witness_key: str | None = None, witness_after: float = 0.0,
-                   witness_unsure_after: float = 0.0) -> int:
+                   unsure_key: str | None = None) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough (see TAKE_SCRIPT)."""
         if self._live(bypass_key) is not None:
             return TAKE_BYPASS
@@ -163,7 +163,7 @@ class MemoryStore:
         if int(current) < amount:
             if witness_key is not None:
                 since = self._live(witness_key)
-                if since is None or float(since) > witness_unsure_after:
+                if since is None or (unsure_key is not None and self._live(unsure_key) is not None):
                     return TAKE_UNSURE
                 if float(since) > witness_after:
                     return TAKE_RECENT
@@ -372,13 +372,13 @@ class RedisStore:
 
     async def take(self, key: str, amount: int, bypass_key: str, mark_ttl: int = 0,
                    witness_key: str | None = None, witness_after: float = 0.0,
-                   witness_unsure_after: float = 0.0) -> int:
+                   unsure_key: str | None = None) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""
-        if witness_key is None:
+        if witness_key is None or unsure_key is None:
             return int(await self._scripts.run(self._take, [key, bypass_key], [amount, mark_ttl]))
         return int(await self._scripts.run(
-            self._take, [key, bypass_key, witness_key],
-            [amount, mark_ttl, repr(witness_after), repr(witness_unsure_after)]))
+            self._take, [key, bypass_key, witness_key, unsure_key],
+            [amount, mark_ttl, repr(witness_after)]))
 
     async def incr_if_exists(self, key: str, amount: int) -> int | None:
         """Add `amount` to the counter at `key` if it exists; its new value, or None."""

@@ -59,9 +59,11 @@ log = logging.getLogger(__name__)
 GATE_TTL = 60
 REPLAY_TTL = 24 * 3600
 PUBLISH_RETRY_S = 0.5  # how often a lost mark's moment is offered to a store that is away
-# For this long after a loss, a sold-out request goes to the database whatever its key: a first
-# request with the same key may have passed the gate and not yet claimed its key (the lane, its
-# group's reads), so only the database's claim can order the two. Far longer than any request.
+# For this long after the store lost its data (a key expiring on the store's own clock), a
+# sold-out request goes to the database whatever its key: a first request with the same key may
+# have passed the gate and not yet claimed its key (the lane, its group's reads), so only the
+# database's claim can order the two. Far longer than any request. A mark that could not be
+# written belongs to a redemption already committed, so it opens no such window.
 UNSURE_S = 2 * GATE_TTL
 _marks = {"lost": 0.0}  # a mark this process could not write, not yet told to the store
 _publishing: dict[str, asyncio.Task[None]] = {}
@@ -107,9 +109,8 @@ async def take(right_id: int, quantity: int, subject: str, idempotency_key: str)
     store = get_store()
     try:
         for _ in range(2):
-            now = time.time()
             result = await store.take(gate_key(right_id), quantity, replay_key(subject, idempotency_key),
-                                      REPLAY_TTL, _marks_key(), now - REPLAY_TTL, now - UNSURE_S)
+                                      REPLAY_TTL, _marks_key(), time.time() - REPLAY_TTL, _unsure_key())
             if result == TAKE_DONE:
                 return Gate.TOKEN
             if result == TAKE_SHORT:
@@ -180,20 +181,28 @@ def _marks_key() -> str:
     return store_key("gate", "marks-since")
 
 
+def _unsure_key() -> str:
+    return store_key("gate", "unsure")
+
+
 async def start_count(after_loss: bool = False) -> None:
     """Start the store's count of marks if it has none. At startup: from a day back when no
     redemption was made in the last day (no mark can be missing then), else from now. After
     the store lost what it held while this process served (`after_loss`): from now, since a
-    redemption under way then may have lost its mark before it committed. A count already
-    there, or started meanwhile, is kept."""
+    redemption under way then may have lost its mark before it committed, and first the
+    UNSURE_S window opens. A count already there, or started meanwhile, is kept."""
     now = time.time()
+    store = get_store()
     try:
         since = now
-        if not after_loss:
+        if after_loss:
+            if await store.get(_marks_key()) is None:  # not just the window still open
+                await store.set(_unsure_key(), "1", UNSURE_S)
+        else:
             newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
             if not newest or newest.timestamp() <= now - REPLAY_TTL:
                 since = now - REPLAY_TTL
-        await get_store().set_nx(_marks_key(), repr(since))
+        await store.set_nx(_marks_key(), repr(since))
     except Exception:  # noqa: BLE001 - without a count every sold-out answer asks the database
         log.warning("stock gate: could not start the count of replay marks")
 

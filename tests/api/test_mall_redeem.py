@@ -163,6 +163,7 @@ async def test_sold_out_refusals_never_reach_the_database(client):
     # The store has held every replay mark for a day (as after a quiet start).
     await get_store().set(stock_gate.store_key("gate", "marks-since"),
                           repr(time.time() - stock_gate.REPLAY_TTL - 60))
+    await get_store().delete(stock_gate.store_key("gate", "unsure"))
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=1)
     winner = await resident(points=100)

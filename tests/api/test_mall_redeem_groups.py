@@ -419,6 +419,7 @@ async def _every_mark_held_afterwards() -> AsyncIterator[None]:
     yield
     await get_store().set(stock_gate.store_key("gate", "marks-since"),
                           repr(time.time() - stock_gate.REPLAY_TTL - 60))
+    await get_store().delete(stock_gate.store_key("gate", "unsure"))
 
 
 async def _sold_by_one_redemption(
@@ -470,8 +471,10 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
     assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
     assert await points_of(buyer.participant_id) == (90, 0)
     assert await _gate(right_id) == 0
-    # A day on (the store's marks-since a day back, and a process that noted nothing).
+    # A day on (the store's marks-since a day back, its two-minute window long closed, and a
+    # process that noted nothing).
     await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 1))
+    await store.delete(stock_gate.store_key("gate", "unsure"))
     monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
     assert outcome(await redeem(client, buyer, right_id, key=key)) == "OUT_OF_STOCK"
 
