@@ -69,13 +69,10 @@ class Certificate:
 
     @property
     def public_reference(self) -> str | None:
-        """The reference as the public sees it: the court or procuratorate document number of an
-        ecological-damage compensation as written (its case number must be readable); any other
-        with the middle of each phone or ID number in it hidden."""
+        """The reference as the public sees it: the middle of each phone or ID number in it
+        hidden, court or procuratorate document numbers as written."""
         reference = self.retirement.reference
-        if reference is None or self.retirement.channel == RetirementChannel.ECO_DAMAGE_COMPENSATION:
-            return reference
-        return mask_numbers(reference)
+        return None if reference is None else mask_numbers(reference)
 
     @property
     def public_holder_name(self) -> str:

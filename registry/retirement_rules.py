@@ -73,14 +73,17 @@ def normalise_certificate_number(text: str) -> str:
 # passport number, a bank card. A date written with separators (2026.11.24) is not one.
 _SEPARATORS = r"[\s./\-\u2010-\u2015\uff0d]{0,3}"
 _NUMBER = re.compile(rf"\d(?:{_SEPARATORS}\d){{6,}}(?:[Xx](?![A-Za-z]))?")
-_DATE = re.compile(
-    r"(?<!\d)((?:19|20)\d\d[.\-/年](?:1[0-2]|0?[1-9])[.\-/月](?:[12]\d|3[01]|0?[1-9])(?!\d)日?)")
+# What stays as written: dates, and court or procuratorate document numbers such as
+# (2026)沪01民终1234567号, whose case number the public must be able to read.
+_KEPT = re.compile(
+    r"((?<!\d)(?:19|20)\d\d[.\-/年](?:1[0-2]|0?[1-9])[.\-/月](?:[12]\d|3[01]|0?[1-9])(?!\d)日?"
+    r"|[(（]\d{4}[)）][\u4e00-\u9fffA-Za-z0-9]{0,12}?\d+号)")
 
 
 def mask_numbers(text: str) -> str:
     """Text for public display with every long number hidden but its ends: 138****5678, and of
-    a shorter one (a landline) its last two digits only; dates stay as written."""
-    parts = _DATE.split(text)  # dates at the odd places
+    a shorter one (a landline) its last two digits only; dates and document numbers stay."""
+    parts = _KEPT.split(text)  # what stays at the odd places
     return "".join(part if i % 2 else _NUMBER.sub(_masked_number, part) for i, part in enumerate(parts))
 
 

@@ -168,11 +168,12 @@ async def test_a_reference_shows_a_court_case_number_but_hides_phone_and_id_numb
     auth, _ = await _resident(100)
     personal = "家庭减排 13812345678 身份证 11010519491231002X"
     mine = await retire(client, auth, 10, "VOLUNTARY_CANCELLATION", reference=personal)
-    court = "(2026)沪01民终1234567号"
+    court = "(2026)沪01民终1234567号 联系人 13812345678"
     owed = await retire(client, auth, 10, "ECO_DAMAGE_COMPENSATION", reference=court)
     shown = []
     for done in (mine, owed):
         assert done["retirement"]["reference"] in (personal, court)  # the holder sees what it wrote
         public = data(await gql(client, LOOKUP, {"number": done["retirement"]["certificateNumber"]}))
         shown.append(public["retirementCertificate"]["reference"])
-    assert shown == ["家庭减排 138****5678 身份证 110***********002X", court]
+    assert shown == ["家庭减排 138****5678 身份证 110***********002X",
+                     "(2026)沪01民终1234567号 联系人 138****5678"]
