@@ -58,7 +58,7 @@ async def claim_code(conn: Any, code: str) -> None:
 _IN_FORCE = "SELECT status FROM registry_methodology WHERE id = $1 FOR SHARE"
 
 
-async def _methodology_in_force(conn: Any, methodology_id: int) -> None:
+async def _methodology_in_force(conn: Any, methodology_id: int, field: str = "methodologyId") -> None:
     """Inside `conn`'s transaction: INVALID_STATE unless the methodology is PUBLISHED, holding
     its row shared until commit (PostgreSQL), so a suspension committing meanwhile waits and a
     scenario never goes on, or is published, on a suspended methodology."""
@@ -68,7 +68,7 @@ async def _methodology_in_force(conn: Any, methodology_id: int) -> None:
         rows = await Methodology.filter(id=methodology_id).using_db(conn).values("status")
     status = rows[0]["status"] if rows else None
     if status != MethodologyStatus.PUBLISHED:
-        raise InvalidState(f"The scenario's methodology is {status}, not PUBLISHED.", "methodologyId")
+        raise InvalidState(f"The scenario's methodology is {status}, not PUBLISHED.", field)
 
 
 def _duplicate_code(code: str) -> Duplicate:
@@ -154,7 +154,7 @@ async def assess_scenario(
                 f"Only a SUBMITTED scenario can be assessed; this one is {scenario.status}."
             )
         if approve:
-            await _methodology_in_force(conn, scenario.methodology_id)
+            await _methodology_in_force(conn, scenario.methodology_id, "id")
         earlier = await ScenarioAssessment.filter(scenario_id=scenario.id).using_db(conn)
         if any(a.body == body for a in earlier):
             raise InvalidState(f"The {body} has already assessed this scenario.")
@@ -201,7 +201,7 @@ async def publish_scenario(principal: Principal, scenario_id: int) -> Scenario:
     today = shanghai_today()
     async with in_transaction() as conn:
         scenario = await _locked(conn, scenario_id)
-        await _methodology_in_force(conn, scenario.methodology_id)
+        await _methodology_in_force(conn, scenario.methodology_id, "id")
         scenario.status = scenario_publication(
             scenario.status, scenario.publicity_ends_on, today
         ).value

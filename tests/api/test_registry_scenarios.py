@@ -371,3 +371,30 @@ async def test_a_submission_racing_a_methodology_suspension_is_refused(client, m
     m = await Methodology.get(code=found["code"])
     rows = await Scenario.filter(methodology_id=m.id).values_list("status", flat=True)
     assert [e["code"] for e in made["userErrors"]] == ["INVALID_STATE"] and rows == []
+
+
+async def test_a_suspension_waits_for_an_approval_under_way_on_its_methodology(client, monkeypatch):
+    """The approval holds the methodology's row shared until it commits: a suspension coming
+    meanwhile waits for it, so no approval commits on a methodology suspended under it."""
+    await ensure_test_calendar()
+    found = await published_methodology(client)
+    made = await submitted_scenario(client, found["id"], _operator())
+    held, reached = asyncio.Event(), asyncio.Event()
+    create = scenarios_service.ScenarioAssessment.create
+
+    async def slow(*args: object, **kwargs: object) -> object:
+        reached.set()
+        await asyncio.wait_for(held.wait(), 20)
+        return await create(*args, **kwargs)
+
+    monkeypatch.setattr(scenarios_service.ScenarioAssessment, "create", slow)
+    body = {"input": {"id": made["scenario"]["id"], "approve": True}}
+    approval = asyncio.ensure_future(op(client, "AssessScenario", body, CENTER))
+    await asyncio.wait_for(reached.wait(), 10)
+    change = {"input": {"id": found["id"], "reason": "factor in doubt"}}
+    suspension = asyncio.ensure_future(gql(client, SUSPEND_METHODOLOGY, change, REGULATOR))
+    await asyncio.sleep(1.0)
+    assert not suspension.done()
+    held.set()
+    assert data(await approval)["assessScenario"]["userErrors"] == []
+    assert data(await suspension)["suspendMethodology"]["userErrors"] == []
