@@ -42,7 +42,7 @@ class Store(Protocol):
                    witness_key: str | None = None, witness_after: float = 0.0,
                    unsure_key: str | None = None) -> int: ...
     async def incr_if_exists(self, key: str, amount: int) -> int | None: ...
-    async def set_max(self, key: str, value: float) -> float: ...
+    async def raise_number(self, key: str, value: float) -> float | None: ...
     async def publish(self, channel: str, message: str) -> None: ...
     async def publish_many(self, messages: Iterable[tuple[str, str]]) -> None: ...
     def subscribe(self, channel: str) -> AsyncIterator[str]: ...
@@ -66,7 +66,7 @@ if not current then return -1 end
 if tonumber(current) < tonumber(ARGV[1]) then
   if KEYS[3] then
     local since = redis.call('GET', KEYS[3])
-    if not since or redis.call('EXISTS', KEYS[4]) == 1 then return 3 end
+    if not since or (KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1) then return 3 end
     if tonumber(since) > tonumber(ARGV[3]) then return 4 end
   end
   return 0
@@ -79,10 +79,11 @@ INCR_IF_EXISTS_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
-SET_MAX_SCRIPT = """
+RAISE_NUMBER_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
-if current and tonumber(current) >= tonumber(ARGV[1]) then return current end
-redis.call('SET', KEYS[1], ARGV[1])
+if not current then return nil end
+if tonumber(current) >= tonumber(ARGV[1]) then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return ARGV[1]
 """
 
@@ -179,12 +180,15 @@ class MemoryStore:
             return None
         return await self.incr(key, amount)
 
-    async def set_max(self, key: str, value: float) -> float:
-        """Store `value` at `key` unless the number there is as large; the number kept."""
+    async def raise_number(self, key: str, value: float) -> float | None:
+        """Raise the number at `key` to `value` unless it is as large; the number kept, or None
+        (and nothing stored) when the key is absent."""
         current = self._live(key)
-        if current is not None and float(current) >= value:
+        if current is None:
+            return None
+        if float(current) >= value:
             return float(current)
-        await self.set(key, repr(value))
+        self._data[key] = (repr(value).encode(), self._data[key][1])
         return value
 
     async def publish(self, channel: str, message: str) -> None:
@@ -322,7 +326,7 @@ class RedisStore:
         self._url = url
         self._take = self.client.register_script(TAKE_SCRIPT)
         self._incr_if_exists = self.client.register_script(INCR_IF_EXISTS_SCRIPT)
-        self._set_max = self.client.register_script(SET_MAX_SCRIPT)
+        self._raise_number = self.client.register_script(RAISE_NUMBER_SCRIPT)
         self._scripts = _ScriptBatcher(self.client)
         self._fanout = RedisFanout(self.client)
 
@@ -374,20 +378,21 @@ class RedisStore:
                    witness_key: str | None = None, witness_after: float = 0.0,
                    unsure_key: str | None = None) -> int:
         """Decrement the counter at `key` by `amount` if it holds enough, atomically (Lua)."""
-        if witness_key is None or unsure_key is None:
+        if witness_key is None:
             return int(await self._scripts.run(self._take, [key, bypass_key], [amount, mark_ttl]))
-        return int(await self._scripts.run(
-            self._take, [key, bypass_key, witness_key, unsure_key],
-            [amount, mark_ttl, repr(witness_after)]))
+        keys = [key, bypass_key, witness_key] + ([] if unsure_key is None else [unsure_key])
+        return int(await self._scripts.run(self._take, keys, [amount, mark_ttl, repr(witness_after)]))
 
     async def incr_if_exists(self, key: str, amount: int) -> int | None:
         """Add `amount` to the counter at `key` if it exists; its new value, or None."""
         result = await self._scripts.run(self._incr_if_exists, [key], [amount])
         return None if result is None else int(result)
 
-    async def set_max(self, key: str, value: float) -> float:
-        """Store `value` at `key` unless the number there is as large, atomically; the number kept."""
-        return float(await self._set_max(keys=[key], args=[repr(value)]))
+    async def raise_number(self, key: str, value: float) -> float | None:
+        """Raise the number at `key` to `value` unless it is as large, atomically; the number
+        kept, or None (and nothing stored) when the key is absent."""
+        kept = await self._raise_number(keys=[key], args=[repr(value)])
+        return None if kept is None else float(kept)
 
     async def publish(self, channel: str, message: str) -> None:
         """Publish `message` to every process subscribed to `channel`."""

@@ -30,9 +30,10 @@ be written while it was unreachable. The store keeps the moment since which it h
 (marks-since), and the take reads it in the same atomic step: when the counter is short and
 that moment is within a day, the request asks the database whether its key redeemed before, so
 a retry still gets its first result; when the moment is gone too (the store just restarted or
-was flushed), or is less than UNSURE_S old, the request goes to the database, which replays or
-refuses it (waiting for a first request still under way), and the count of marks starts again
-from now (`mall.redeeming`). No process keeps its own reading of it.
+was flushed), or a window of UNSURE_S opened when the count started again is still open, the
+request goes to the database, which replays or refuses it (waiting for a first request still
+under way), and the count of marks starts again from now (`mall.redeeming`). No process keeps
+its own reading of it.
 """
 
 from __future__ import annotations
@@ -161,7 +162,9 @@ def note_lost_mark(at: float) -> None:
 async def _publish_lost(retry: bool = True) -> None:
     while lost := _marks["lost"]:
         try:
-            await get_store().set_max(_marks_key(), lost)
+            # Raised only if the store still holds a count: one it lost is started afresh, with
+            # its window, by the next sold-out answer or process start, never from here.
+            await get_store().raise_number(_marks_key(), lost)
         except Exception:  # noqa: BLE001 - the store is still away: try again shortly
             if not retry:
                 log.warning("stock gate: a lost mark could not be told to the store")
@@ -186,22 +189,23 @@ def _unsure_key() -> str:
 
 
 async def start_count(after_loss: bool = False) -> None:
-    """Start the store's count of marks if it has none. At startup: from a day back when no
-    redemption was made in the last day (no mark can be missing then), else from now. After
-    the store lost what it held while this process served (`after_loss`): from now, since a
-    redemption under way then may have lost its mark before it committed, and first the
-    UNSURE_S window opens. A count already there, or started meanwhile, is kept."""
+    """Start the store's count of marks if it has none (at startup, or when a sold-out answer
+    found it gone): from a day back when no redemption was made in the last day, at startup
+    only (no mark can be missing then); otherwise from now, after opening the UNSURE_S window,
+    since a redemption under way may have lost its mark. A count already there, or started
+    meanwhile, is kept, and so is a window already open."""
     now = time.time()
     store = get_store()
     try:
+        if await store.get(_marks_key()) is not None:
+            return
         since = now
-        if after_loss:
-            if await store.get(_marks_key()) is None:  # not just the window still open
-                await store.set(_unsure_key(), "1", UNSURE_S)
-        else:
+        if not after_loss:
             newest = await Redemption.all().order_by("-id").first().values_list("created_at", flat=True)
             if not newest or newest.timestamp() <= now - REPLAY_TTL:
                 since = now - REPLAY_TTL
+        if since == now:
+            await store.set_nx(_unsure_key(), "1", UNSURE_S)
         await store.set_nx(_marks_key(), repr(since))
     except Exception:  # noqa: BLE001 - without a count every sold-out answer asks the database
         log.warning("stock gate: could not start the count of replay marks")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from app.redis import get_store
 from mall import stock_gate
 from tests.helpers import unique
+from tests.mall_support import approved_merchant, listed_right, outcome, redeem, resident
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +41,7 @@ async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
         assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT
         # Another process tells a mark it could not write (its redemption committed): the next
         # answer knows it at once, and asks the database whether the key redeemed.
-        assert await store.set_max(marks_since, time.time()) > time.time() - 60
+        assert await store.raise_number(marks_since, time.time()) > time.time() - 60
         assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_RECENT
         # This process could not write a mark and has not told the store yet: it asks too.
         await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 1))
@@ -59,5 +61,37 @@ async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
         assert float(await store.get(marks_since)) == restarted
         await store.delete(unsure)  # two minutes on
         assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_RECENT
+    finally:
+        await store.delete(stock_gate.gate_key(right_id))
+
+
+async def test_a_store_that_lost_its_count_gets_it_back_only_with_its_window(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However the count of marks comes back after the store lost its data (a lost mark told
+    late, a process starting after redemptions today, a sold-out answer), a first request
+    still under way is covered: its retry goes to the database for the window's two minutes."""
+    store = get_store()
+    right_id = 10**9 + 8
+    marks_since = stock_gate.store_key("gate", "marks-since")
+    unsure = stock_gate.store_key("gate", "unsure")
+    await store.set(stock_gate.gate_key(right_id), "0", stock_gate.GATE_TTL)
+    try:
+        # A mark lost during the outage is told once the store answers: no count is made.
+        await store.delete(marks_since, unsure)
+        monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+        stock_gate.note_lost_mark(time.time())
+        await stock_gate._publishing["task"]
+        assert await store.get(marks_since) is None
+        assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_UNSURE
+        assert await store.get(unsure) is not None
+        # A process starting after a redemption was made today starts the count with a window.
+        merchant = await approved_merchant(client)
+        right = await listed_right(client, merchant, pointsPrice="1", stock=1)
+        assert outcome(await redeem(client, await resident(points=5), right)) == "OK"
+        await store.delete(marks_since, unsure)
+        await stock_gate.start_count()
+        assert await store.get(marks_since) is not None and await store.get(unsure) is not None
+        assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_UNSURE
     finally:
         await store.delete(stock_gate.gate_key(right_id))

@@ -215,12 +215,15 @@ if os.environ.get("PUHUI_REDIS_URL"):
         assert await relayed.incr_if_exists(key, 1) == 11
 
 
-async def test_set_max_keeps_the_larger_number_whatever_order_they_come_in(store: Store) -> None:
-    """The stock gate's marks-since only moves forward, however late an older loss is told."""
+async def test_raise_number_keeps_the_larger_number_and_never_creates_one(store: Store) -> None:
+    """The stock gate's marks-since only moves forward, however late an older loss is told, and
+    a loss told to a store that lost its count starts none (the gate starts it, with a window)."""
     key = unique("max")
-    assert await store.set_max(key, 100.5) == 100.5
-    assert await store.set_max(key, 50.0) == 100.5
+    assert await store.raise_number(key, 100.5) is None
+    assert await store.get(key) is None
+    await store.set(key, "100.5")
+    assert await store.raise_number(key, 50.0) == 100.5
     assert float(await store.get(key)) == 100.5
-    assert await store.set_max(key, 200.25) == 200.25
+    assert await store.raise_number(key, 200.25) == 200.25
     assert float(await store.get(key)) == 200.25
     await store.delete(key)
