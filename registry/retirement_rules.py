@@ -74,10 +74,11 @@ def normalise_certificate_number(text: str) -> str:
 _SEPARATORS = r"[\s./\-\u2010-\u2015\uff0d]{0,3}"
 _NUMBER = re.compile(rf"\d(?:{_SEPARATORS}\d){{6,}}(?:[Xx](?![A-Za-z]))?")
 # What stays as written: dates, and court or procuratorate document numbers such as
-# (2026)沪01民终1234567号, whose case number the public must be able to read.
+# (2026)沪01民终1234567号 or 〔2026〕沪检公诉123号 (a year in brackets, a court or office, a case
+# type, a number, 号), whose case number the public must be able to read.
 _KEPT = re.compile(
     r"((?<!\d)(?:19|20)\d\d[.\-/年](?:1[0-2]|0?[1-9])[.\-/月](?:[12]\d|3[01]|0?[1-9])(?!\d)日?"
-    r"|[(（]\d{4}[)）][\u4e00-\u9fffA-Za-z0-9]{0,12}?\d+号)")
+    r"|[(（〔]\d{4}[)）〕]\s?[\u4e00-\u9fff]{1,6}?\d{0,4}[民刑行执检诉赔再初终审监公益]{1,4}\d+号)")
 
 
 def mask_numbers(text: str) -> str:
