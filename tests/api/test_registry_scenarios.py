@@ -348,8 +348,10 @@ async def test_a_scenario_pending_on_a_suspended_methodology_is_neither_approved
         answers.append(data(await op(client, "AssessScenario", body, auth))["assessScenario"])
     done = data(await op(client, "PublishScenario", {"input": {"id": made["scenario"]["id"]}},
                          REGULATOR))["publishScenario"]
-    assert [[e["code"] for e in a["userErrors"]] for a in answers] == [["INVALID_STATE"]] * 2
-    assert [e["code"] for e in done["userErrors"]] == ["INVALID_STATE"]
+    # Refused on the inputs' own field: AssessInput and PublishInput carry the scenario's id.
+    assert [[(e["code"], e["field"]) for e in a["userErrors"]] for a in answers] == [
+        [("INVALID_STATE", "id")]] * 2
+    assert [(e["code"], e["field"]) for e in done["userErrors"]] == [("INVALID_STATE", "id")]
 
 
 async def test_a_submission_racing_a_methodology_suspension_is_refused(client, monkeypatch):
