@@ -6,12 +6,14 @@ wrapped here once; other GraphQL modules import them from this module instead of
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from enum import Enum
 
 import strawberry
 from strawberry.types import Info
 
+from app.auth import Principal
 from app.calendar import YearCalendar, load_holiday_calendar
 from graphql_schema.errors import UserError, attempt
 from graphql_schema.ids import decode_id, encode_id
@@ -26,7 +28,7 @@ from graphql_schema.permissions import (
     SignedIn,
 )
 from graphql_schema.scalars import BigInt
-from registry import authorizations, methodologies, scenarios
+from registry import authorizations, methodologies, scenarios, suspension
 from registry import models as m
 from registry.authorizations import ScenarioRef
 from registry.scenarios import ScenarioView
@@ -397,48 +399,22 @@ class Mutation:
     @strawberry.mutation(permission_classes=[Regulator])
     async def suspend_scenario(self, info: Info, input: StatusChangeInput) -> ScenarioPayload:
         """Regulator (Art. 8): a published scenario stops taking records, issuing and consents."""
-        principal = info.context.caller()
-
-        async def run() -> ScenarioPayload:
-            row = await scenarios.suspend_scenario(principal, decode_id("Scenario", input.id), input.reason)
-            return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
-
-        return await attempt(run, _scenario_refused)
+        return await _change_scenario(info, input, suspension.suspend_scenario)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def reinstate_scenario(self, info: Info, input: StatusChangeInput) -> ScenarioPayload:
         """Regulator: a suspended scenario is published again."""
-        principal = info.context.caller()
-
-        async def run() -> ScenarioPayload:
-            row = await scenarios.reinstate_scenario(principal, decode_id("Scenario", input.id), input.reason)
-            return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
-
-        return await attempt(run, _scenario_refused)
+        return await _change_scenario(info, input, suspension.reinstate_scenario)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def suspend_methodology(self, info: Info, input: StatusChangeInput) -> MethodologyPayload:
         """Regulator (Art. 8): no new scenario is submitted on a suspended methodology."""
-        principal = info.context.caller()
-
-        async def run() -> MethodologyPayload:
-            row = await methodologies.suspend_methodology(
-                principal, decode_id("Methodology", input.id), input.reason)
-            return MethodologyPayload(methodology=Methodology.from_row(row))
-
-        return await attempt(run, _methodology_refused)
+        return await _change_methodology(info, input, suspension.suspend_methodology)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def reinstate_methodology(self, info: Info, input: StatusChangeInput) -> MethodologyPayload:
         """Regulator: a suspended methodology is published again."""
-        principal = info.context.caller()
-
-        async def run() -> MethodologyPayload:
-            row = await methodologies.reinstate_methodology(
-                principal, decode_id("Methodology", input.id), input.reason)
-            return MethodologyPayload(methodology=Methodology.from_row(row))
-
-        return await attempt(run, _methodology_refused)
+        return await _change_methodology(info, input, suspension.reinstate_methodology)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def load_holiday_calendar(
@@ -484,3 +460,31 @@ class Mutation:
             )
 
         return await attempt(run, _authorization_refused)
+
+
+async def _change_scenario(
+    info: Info, input: StatusChangeInput,
+    change: Callable[[Principal, int, str | None], Awaitable[m.Scenario]],
+) -> ScenarioPayload:
+    """A scenario suspended or reinstated, as its payload."""
+    principal = info.context.caller()
+
+    async def run() -> ScenarioPayload:
+        row = await change(principal, decode_id("Scenario", input.id), input.reason)
+        return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+
+    return await attempt(run, _scenario_refused)
+
+
+async def _change_methodology(
+    info: Info, input: StatusChangeInput,
+    change: Callable[[Principal, int, str | None], Awaitable[m.Methodology]],
+) -> MethodologyPayload:
+    """A methodology suspended or reinstated, as its payload."""
+    principal = info.context.caller()
+
+    async def run() -> MethodologyPayload:
+        row = await change(principal, decode_id("Methodology", input.id), input.reason)
+        return MethodologyPayload(methodology=Methodology.from_row(row))
+
+    return await attempt(run, _methodology_refused)

@@ -13,11 +13,9 @@ from app.auth import STAFF_ROLES, Principal
 from app.errors import Duplicate, InvalidInput, InvalidState, NotFound
 from registry.approval_rules import (
     check_comment,
-    check_reason,
     methodology_assessment,
     methodology_publication,
     methodology_terms,
-    status_change,
 )
 from registry.models import Methodology, MethodologyKind, MethodologyStatus
 
@@ -127,37 +125,6 @@ async def publish_methodology(principal: Principal, methodology_id: int) -> Meth
         row.published_at = datetime.now(UTC)
         await row.save(using_db=conn, update_fields=["status", "published_by", "published_at"])
         await audit.record(principal, "methodology.publish", "Methodology", row.id)
-    return row
-
-
-async def suspend_methodology(
-    principal: Principal, methodology_id: int, reason: str | None
-) -> Methodology:
-    """Regulator (Art. 8, dynamic evaluation): PUBLISHED -> SUSPENDED. No scenario is submitted
-    on a suspended methodology; scenarios already published on it go on unless suspended too."""
-    return await _change_status(principal, methodology_id, reason, MethodologyStatus.PUBLISHED,
-                                MethodologyStatus.SUSPENDED, "methodology.suspend")
-
-
-async def reinstate_methodology(
-    principal: Principal, methodology_id: int, reason: str | None
-) -> Methodology:
-    """Regulator: SUSPENDED -> PUBLISHED."""
-    return await _change_status(principal, methodology_id, reason, MethodologyStatus.SUSPENDED,
-                                MethodologyStatus.PUBLISHED, "methodology.reinstate")
-
-
-async def _change_status(
-    principal: Principal, methodology_id: int, reason: str | None,
-    allowed_from: MethodologyStatus, to: MethodologyStatus, action: str,
-) -> Methodology:
-    principal.require("regulator")
-    why = check_reason(reason)
-    async with in_transaction() as conn:
-        row = await _locked(conn, methodology_id)
-        row.status = status_change(row.status, allowed_from, to, "methodology")
-        await row.save(using_db=conn, update_fields=["status"])
-        await audit.record(principal, action, "Methodology", row.id, why)
     return row
 
 

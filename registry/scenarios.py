@@ -23,11 +23,9 @@ from registry.approval_rules import (
     check_comment,
     check_name,
     check_publicity_start,
-    check_reason,
     publicity_window,
     scenario_assessment_outcome,
     scenario_publication,
-    status_change,
 )
 from registry.methodologies import visible_to
 from registry.models import (
@@ -209,34 +207,6 @@ async def publish_scenario(principal: Principal, scenario_id: int) -> Scenario:
         scenario.published_at = datetime.now(UTC)
         await scenario.save(using_db=conn, update_fields=["status", "published_by", "published_at"])
         await audit.record(principal, "scenario.publish", "Scenario", scenario.id)
-    return scenario
-
-
-async def suspend_scenario(principal: Principal, scenario_id: int, reason: str | None) -> Scenario:
-    """Regulator (Art. 8, dynamic evaluation): PUBLISHED -> SUSPENDED. A suspended scenario takes
-    no records, issues nothing and takes no new authorizations until it is reinstated; batches
-    under way when it is suspended finish first (they hold its row shared)."""
-    return await _change_status(principal, scenario_id, reason, ScenarioStatus.PUBLISHED,
-                                ScenarioStatus.SUSPENDED, "scenario.suspend")
-
-
-async def reinstate_scenario(principal: Principal, scenario_id: int, reason: str | None) -> Scenario:
-    """Regulator: SUSPENDED -> PUBLISHED."""
-    return await _change_status(principal, scenario_id, reason, ScenarioStatus.SUSPENDED,
-                                ScenarioStatus.PUBLISHED, "scenario.reinstate")
-
-
-async def _change_status(
-    principal: Principal, scenario_id: int, reason: str | None, allowed_from: ScenarioStatus,
-    to: ScenarioStatus, action: str,
-) -> Scenario:
-    principal.require("regulator")
-    why = check_reason(reason)
-    async with in_transaction() as conn:
-        scenario = await _locked(conn, scenario_id)
-        scenario.status = status_change(scenario.status, allowed_from, to, "scenario")
-        await scenario.save(using_db=conn, update_fields=["status"])
-        await audit.record(principal, action, "Scenario", scenario.id, why)
     return scenario
 
 
