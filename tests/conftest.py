@@ -108,3 +108,13 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://puhui.test") as c:
         yield c
+
+
+@pytest.fixture
+async def every_mark_held_afterwards() -> AsyncIterator[None]:
+    """For tests that empty the stock gate's store or move its marks-since: leave it holding
+    every mark, as a quiet start does, so later tests find the gate as a running service would."""
+    from tests.mall_support import hold_every_mark
+
+    yield
+    await hold_every_mark()

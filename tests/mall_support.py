@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,7 +13,8 @@ from app.auth import Principal
 from app.ledger.accounts import SystemAccount, holder_account_id, system_account_id
 from app.ledger.models import Account, Asset
 from app.participants import organisation_id, resident_id
-from mall import redeeming
+from app.redis import get_store
+from mall import redeeming, stock_gate
 from tests.helpers import credit_code, data, gql, op, token, unique, user_error_codes
 from tests.ledger_support import issue_points
 
@@ -168,3 +170,11 @@ def count_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(redeeming, "_together", counted)
     return sizes
+
+
+async def hold_every_mark() -> None:
+    """The stock gate's store as after a quiet start: it has held every replay mark for a day,
+    and no window after a loss is open."""
+    await get_store().set(stock_gate.store_key("gate", "marks-since"),
+                          repr(time.time() - stock_gate.REPLAY_TTL - 60))
+    await get_store().delete(stock_gate.store_key("gate", "unsure"))

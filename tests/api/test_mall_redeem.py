@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -22,6 +21,7 @@ from tests.mall_support import (
     approved_merchant,
     cancel,
     count_groups,
+    hold_every_mark,
     listed_right,
     outcome,
     points_of,
@@ -160,10 +160,7 @@ async def test_write_off_once_by_the_owning_merchant(client, monkeypatch):
 
 
 async def test_sold_out_refusals_never_reach_the_database(client):
-    # The store has held every replay mark for a day (as after a quiet start).
-    await get_store().set(stock_gate.store_key("gate", "marks-since"),
-                          repr(time.time() - stock_gate.REPLAY_TTL - 60))
-    await get_store().delete(stock_gate.store_key("gate", "unsure"))
+    await hold_every_mark()
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=1)
     winner = await resident(points=100)

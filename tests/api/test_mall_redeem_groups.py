@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +28,7 @@ from tests.mall_support import (
     approved_merchant,
     cancel,
     count_groups,
+    hold_every_mark,
     listed_right,
     outcome,
     points_of,
@@ -35,6 +36,8 @@ from tests.mall_support import (
     resident,
     stock_of,
 )
+
+pytestmark = pytest.mark.usefixtures("every_mark_held_afterwards")
 
 
 class _StoreDown:
@@ -412,16 +415,6 @@ async def test_a_key_redeemed_before_groups_replays_its_redemption(client: httpx
     assert await points_of(buyer.participant_id) == (90, 0)
 
 
-@pytest.fixture(autouse=True)
-async def _every_mark_held_afterwards() -> AsyncIterator[None]:
-    """Tests here empty the store or move its marks-since: leave it holding every mark, as a
-    quiet start does, so later tests find the gate as a running service would."""
-    yield
-    await get_store().set(stock_gate.store_key("gate", "marks-since"),
-                          repr(time.time() - stock_gate.REPLAY_TTL - 60))
-    await get_store().delete(stock_gate.store_key("gate", "unsure"))
-
-
 async def _sold_by_one_redemption(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, Any, Any, str, dict]:
@@ -436,8 +429,7 @@ async def _sold_by_one_redemption(
     key = unique("k")
     first = await redeem(client, buyer, right_id, key=key)
     assert first["userErrors"] == []
-    marks_since = stock_gate.store_key("gate", "marks-since")
-    await get_store().set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 60))
+    await hold_every_mark()
     # Sold out, and every mark held: a new key is refused without asking the database.
     assert await stock_gate.take(decode_id("Right", right_id), 1, late.subject, unique("k")) is (
         stock_gate.Gate.SOLD_OUT)
@@ -510,9 +502,9 @@ async def test_a_retry_overtaking_its_first_request_after_the_store_lost_its_dat
     emptied; two other residents come (the second finds the count of marks started again);
     then the retry of K comes before the first request commits: it waits for it and replays."""
     monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+    await hold_every_mark()
     store = get_store()
     marks_since = stock_gate.store_key("gate", "marks-since")
-    await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 60))
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
     rid = decode_id("Right", right_id)
@@ -557,9 +549,9 @@ async def test_a_retry_of_a_request_past_the_gate_not_yet_claimed_after_a_loss_g
     out answer starts the count of marks again; then the first request's retry comes. Both get
     one and the same result."""
     monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+    await hold_every_mark()
     store = get_store()
     marks_since = stock_gate.store_key("gate", "marks-since")
-    await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 60))
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
     rid = decode_id("Right", right_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -13,15 +12,7 @@ from mall import stock_gate
 from tests.helpers import unique
 from tests.mall_support import approved_merchant, listed_right, outcome, redeem, resident
 
-
-@pytest.fixture(autouse=True)
-async def _every_mark_held_afterwards() -> AsyncIterator[None]:
-    """Tests here empty the store or move its marks-since: leave it holding every mark, as a
-    quiet start does, so later tests find the gate as a running service would."""
-    yield
-    await get_store().set(stock_gate.store_key("gate", "marks-since"),
-                          repr(time.time() - stock_gate.REPLAY_TTL - 60))
-    await get_store().delete(stock_gate.store_key("gate", "unsure"))
+pytestmark = pytest.mark.usefixtures("every_mark_held_afterwards")
 
 
 async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
