@@ -87,7 +87,7 @@ def _acts_for_org(principal: Principal) -> bool:
 
 async def _holder(principal: Principal) -> int:
     """The participant retiring: an organisation for organisation roles, else the resident."""
-    if principal.org and principal.has(*ORG_ROLES):
+    if _acts_for_org(principal) and principal.org:
         return await organisation_id(principal.org)
     if principal.has("resident"):
         return await resident_id(principal)
