@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from app import logs
+from app import listening, logs
 from app.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("puhui")
@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # workers; the in-process stand-in would give each its own.
         _fail(f"--workers {workers} needs PUHUI_REDIS_URL: without Redis, serve with one worker")
     _check_database(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         "app.main:create_app",
         factory=True,
         host=args.host,
@@ -82,7 +82,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="uvloop",  # uvicorn[standard] installs both; named so a missing one fails loudly
         http="httptools",
     )
-    return 0
+    try:
+        sock = listening.bind(args.host, args.port, workers)
+    except OSError as exc:
+        _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", code=1)
+    return listening.serve(config, sock)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ In one run, on PostgreSQL:
    ../shared/contract/operations.graphql, which tests/api/test_contract.py validates) with `wrk`
    at C connections, each request with the next resident's token (a Lua script
    rotating through all tokens), after a warm-up;
-3. serves, under the same uvicorn settings (W workers, no access log, proxy headers), a bare
+3. serves, under the same uvicorn settings (W workers, each on a socket of its own as
+   `puhui serve` runs them, no access log, proxy headers), a bare
    Starlette endpoint defined in this file (not in the product) that verifies the same HS256 JWT
    (pinned algorithm, issuer, audience, required claims) on every request and reads the same rows
    with asyncpg in one statement (participant, balances, experience, level table, credit row);
@@ -44,6 +45,7 @@ from typing import Any
 import asyncpg
 import httpx
 import jwt
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -51,6 +53,7 @@ from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from app import listening
 from bench.support import (
     ROOT,
     Bench,
@@ -187,7 +190,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/4",
                         help="PUHUI_REDIS_URL (several workers share their state through it)")
     parser.add_argument("--keep", action="store_true", help="keep the database for inspection")
+    parser.add_argument("--serve-bare", type=int, metavar="PORT",
+                        help="(used by the run itself) serve the bare endpoint on PORT")
     return parser.parse_args()
+
+
+def serve_bare(port: int, workers: int) -> int:
+    """Serve the bare endpoint as `puhui serve` serves the product (app.listening)."""
+    config = uvicorn.Config("account_query:bare_app", factory=True, host="127.0.0.1", port=port,
+                            workers=workers, access_log=False, proxy_headers=True,
+                            log_level="warning")
+    return listening.serve(config, listening.bind("127.0.0.1", port, workers))
 
 
 async def seed(dsn: str, residents: int) -> None:
@@ -333,10 +346,8 @@ async def run(args: argparse.Namespace) -> None:
             targets = [
                 Target("GraphQL", bench.serve_command(args.workers, graphql_port), graphql_port,
                        "/graphql", work / "graphql.lua"),
-                Target("bare", [sys.executable, "-m", "uvicorn", "account_query:bare_app", "--factory",
-                                "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1",
-                                "--port", str(bare_port), "--workers", str(args.workers),
-                                "--no-access-log", "--proxy-headers", "--log-level", "warning"],
+                Target("bare", [sys.executable, __file__, "--serve-bare", str(bare_port),
+                                "--workers", str(args.workers)],
                        bare_port, "/account", work / "bare.lua"),
             ]
             for target in targets:
@@ -360,7 +371,10 @@ def main() -> None:
     """Entry point."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(run(parse_args()))
+    args = parse_args()
+    if args.serve_bare:
+        raise SystemExit(serve_bare(args.serve_bare, args.workers))
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":
