@@ -12,6 +12,7 @@ the same user - already on the port is refused rather than joined. It never list
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     import uvicorn
 
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server did not start
+log = logging.getLogger("uvicorn.error")  # where uvicorn says where it serves
 
 
 def _bound(family: int, address: Any, shared: bool) -> socket.socket:
@@ -72,6 +74,9 @@ def serve(config: uvicorn.Config, sock: socket.socket) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    host, port = sock.getsockname()[:2]
+    log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)",
+             f"[{host}]" if ":" in host else host, port)
     try:
         if config.workers > 1:
             Multiprocess(config, sockets=[sock]).run()

@@ -187,7 +187,7 @@ async def test_serve_with_two_workers_answers_health_and_graphql():
 
 async def test_a_port_already_served_stops_a_second_serve_with_one_line():
     workers = 2 if on_postgres() else 1  # SQLite serves with one worker
-    async with serving(workers=workers) as server:
+    async with serving(env=cli_env(PUHUI_LOG_LEVEL="INFO"), workers=workers) as server:
         port = server.base.rsplit(":", 1)[1]
         for second in sorted({1, workers}):
             done = await _serve_refused("--port", port, "--workers", str(second))
@@ -195,6 +195,7 @@ async def test_a_port_already_served_stops_a_second_serve_with_one_line():
             assert done.code == 1
         async with httpx.AsyncClient(base_url=server.base) as http:
             assert (await http.get("/healthz")).status_code == 200
+    assert f"running on {server.base} " in server.log()  # where to point a browser
 
 
 async def test_every_worker_writes_the_service_log():
