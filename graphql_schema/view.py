@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from cross_web import AsyncHTTPRequestAdapter, HTTPException
 from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -182,6 +182,9 @@ class PuhuiGraphQL(GraphQL):
             response = self.error_response(request, 413, f"The body exceeds {MAX_BODY_BYTES} bytes.")
         except HTTPException as exc:
             response = self.error_response(request, exc.status_code, exc.reason)
+        except ClientDisconnect:
+            log.info("the client disconnected before its request arrived whole")
+            return
         await response(scope, receive, send)
 
     async def post_json(self, request: Request) -> Response | _JSONResponse:

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import IO, Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from app.auth import principal_from_header_async
@@ -272,6 +272,15 @@ async def ingest_scenario_records(request: Request) -> Response:
         result.spool.close()
         log.info("ingest of %s stopped: %s", terms.code, exc.message)
         return _error(exc.code, exc.message, accepted=result.accepted, duplicates=result.duplicates)
+    except ClientDisconnect:
+        result.spool.close()
+        accepted = result.accepted
+        if applying is not None:
+            [last] = await asyncio.gather(applying, return_exceptions=True)
+            accepted += last.accepted if isinstance(last, Outcome) else 0
+        log.warning("ingest of %s stopped: the client disconnected; the %d records accepted before"
+                    " stay accepted", terms.code, accepted)
+        return Response(status_code=400)  # nobody is left to read it
     except BaseException:
         result.spool.close()
         if applying is not None and not applying.done():

@@ -96,3 +96,28 @@ async def find_resident(subject: str) -> int | None:
     """The participant id of a resident already known by `subject`, or None."""
     found = await Participant.filter(kind="individual", subject=subject).values_list("id", flat=True)
     return found[0] if found else None
+
+
+async def cut_off_request(
+    app: Any, path: str, headers: dict[str, str], body: bytes, declared: int
+) -> list[dict[str, Any]]:
+    """POST `body` to the ASGI `app` announcing `declared` bytes, then disconnect, as a client
+    whose connection drops mid-body does; the messages the app sent back."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "server": ("testserver", 80), "client": ("127.0.0.1", 50000),
+        "headers": [(k.encode(), v.encode())
+                    for k, v in {**headers, "content-length": str(declared)}.items()],
+    }
+    incoming = [{"type": "http.request", "body": body, "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent

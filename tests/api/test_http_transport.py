@@ -7,11 +7,12 @@ answers 4xx without a `data` key; nothing ever answers 500 or shows a stack trac
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
 
-from tests.helpers import contract_operations, data, error_codes, token, unique
+from tests.helpers import contract_operations, cut_off_request, data, error_codes, token, unique
 
 ME = "query Me { me { id account { reductionGrams points } } }"
 ENTRIES = "query E($first: Int!, $after: String) { me { account { entries(first: $first, after: $after) { pageInfo { hasNextPage } } } } }"  # noqa: E501
@@ -281,3 +282,14 @@ async def test_a_bad_bigint_literal_is_bad_user_input(client):
     assert response.status_code == 400, response.text
     body = _assert_coded(response)
     assert "data" not in body and "BAD_USER_INPUT" in error_codes(body)
+
+
+async def test_a_client_gone_before_its_body_arrived_is_answered_nothing_and_logged_no_error(
+    app, caplog
+):
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token()}"}
+    with caplog.at_level(logging.INFO):
+        sent = await cut_off_request(app, "/graphql", headers, b'{"query": "{ __ty', declared=200)
+    assert sent == []
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("disconnected" in r.message for r in caplog.records)

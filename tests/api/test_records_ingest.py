@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from registry import ingest
 from registry.models import ScenarioRecord
 from registry.rules import shanghai_day
-from tests.helpers import credit_code, token, unique
+from tests.helpers import credit_code, cut_off_request, token, unique
 from tests.records_support import (
     World,
     add_resident,
@@ -118,6 +119,26 @@ async def test_chunk_boundaries_do_not_change_the_answers(client, monkeypatch):
     got = (await stream(client, chunked, ndjson(_mixed_batch(chunked)))).json()
     assert answers(got) == answers(expected)
     assert await _stored(chunked) == await _stored(whole)
+
+
+async def test_a_stream_cut_off_keeps_the_chunks_applied_and_logs_no_error(
+    app, client, monkeypatch, caplog
+):
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
+    body = ndjson([record(who, 1, shanghai_noon(2) + timedelta(minutes=i), f"cut{i}")
+                   for i in range(5)])
+    headers = {"authorization": f"Bearer {world.operator}", "content-type": "application/x-ndjson"}
+    with caplog.at_level(logging.INFO):
+        await cut_off_request(app, f"/ingest/scenarios/{world.code}/records", headers,
+                                     body[:-10], declared=len(body))  # the fifth line cut off
+    assert sorted(await _stored(world)) == ["cut0", "cut1", "cut2", "cut3"]  # two chunks of two
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("the client disconnected; the 4 records accepted before stay accepted" in r.message
+               for r in caplog.records)
+    resent = (await stream(client, world, body)).json()
+    assert (resent["accepted"], resent["duplicates"], resent["rejected"]) == (1, 4, [])
 
 
 async def test_malformed_lines_are_rejected_by_index_and_blank_lines_skipped(client):
