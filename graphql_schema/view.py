@@ -42,6 +42,8 @@ MAX_BODY_BYTES = 2 * 1024 * 1024
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 HTTP_GET_OPERATIONS = frozenset({OperationType.QUERY})
 HTTP_POST_OPERATIONS = frozenset({OperationType.QUERY, OperationType.MUTATION})
+# GET parameters given with these values count as not given (the spec: an empty optional one).
+_ABSENT = {"variables": ("", "null"), "extensions": ("", "null"), "operationName": ("",)}
 HTTP_CODES = {
     400: "BAD_REQUEST",
     404: "NOT_FOUND",
@@ -71,16 +73,52 @@ def _limited(receive: Receive, limit: int) -> Callable[[], Awaitable[Message]]:
     return wrapped
 
 
-def _media_type(request: Request) -> str:
-    """The response media type the client asked for (graphql-response+json when it accepts it)."""
-    accept = request.headers.get("accept", "")
-    return GRAPHQL_RESPONSE if GRAPHQL_RESPONSE in accept else "application/json"
+def _accepted(request: Request) -> dict[str, float] | None:
+    """The media types of the Accept header with their q-values (None without the header)."""
+    header = request.headers.get("accept")
+    if not header:
+        return None
+    accepted: dict[str, float] = {}
+    for part in header.split(","):
+        media, *params = part.split(";")
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = min(max(float(value), 0.0), 1.0)
+                except ValueError:
+                    quality = 0.0
+        if media := media.strip().lower():
+            accepted[media] = quality
+    return accepted
 
 
-def _legacy_json(request: Request) -> bool:
-    """True for a client that accepts only application/json: the spec wants 200 on request errors."""
-    accept = request.headers.get("accept", "")
-    return "application/json" in accept and GRAPHQL_RESPONSE not in accept and "*/*" not in accept
+def _quality(accepted: dict[str, float], media: str) -> float:
+    """The q-value of `media`: its own entry, else its type's wildcard, else */*'s; 0 if none."""
+    for key in (media, media.split("/")[0] + "/*", "*/*"):
+        if key in accepted:
+            return accepted[key]
+    return 0.0
+
+
+def _negotiated(request: Request) -> tuple[str, bool]:
+    """The response media type, and whether the client is a legacy one (the spec wants 200 on
+    request errors for those).
+
+    graphql-response+json when the client names it and ranks it no lower than application/json
+    (by q-value), else application/json. Legacy: the client accepts application/json and not
+    graphql-response+json, by name or by a wildcard.
+    """
+    accepted = _accepted(request)
+    if accepted is None:
+        return "application/json", False
+    named = accepted.get(GRAPHQL_RESPONSE, 0.0)
+    json_quality = _quality(accepted, "application/json")
+    if named > 0.0 and named >= json_quality:
+        return GRAPHQL_RESPONSE, False
+    legacy = accepted.get("application/json", 0.0) > 0.0 and _quality(accepted, GRAPHQL_RESPONSE) <= 0.0
+    return "application/json", legacy
 
 
 def _status(response_data: Any, legacy_json: bool, status: int) -> int:
@@ -206,8 +244,9 @@ class PuhuiGraphQL(GraphQL):
         response_data = await self.process_result(request, result)
         if result.errors:
             self._handle_errors(result.errors, response_data)
-        status = _status(response_data, _legacy_json(request), 200)
-        return _JSONResponse(status, _media_type(request), self.encode_json(response_data))
+        media_type, legacy = _negotiated(request)
+        status = _status(response_data, legacy, 200)
+        return _JSONResponse(status, media_type, self.encode_json(response_data))
 
     def error_response(self, request: Request, status: int, message: str) -> Response:
         """A GraphQL error response for a request that was not executed."""
@@ -215,7 +254,7 @@ class PuhuiGraphQL(GraphQL):
         body = {"errors": [{"message": message, "extensions": {"code": code}}]}
         headers = {"allow": "POST" if request.method == "GET" else "GET, POST"} if status == 405 else None
         return Response(orjson.dumps(body), status_code=status, headers=headers,
-                        media_type=_media_type(request))
+                        media_type=_negotiated(request)[0])
 
     def should_render_graphql_ide(self, request: BaseRequestProtocol) -> bool:
         """GraphiQL for browsers, only where it is enabled (never in production)."""
@@ -227,6 +266,13 @@ class PuhuiGraphQL(GraphQL):
         if not isinstance(value, dict | list):
             raise HTTPException(400, "Expected a JSON object.")
         return value
+
+    def parse_query_params(self, params: Any) -> dict[str, Any]:
+        """GET parameters; an empty (or, for variables and extensions, null) optional one counts
+        as not given, as the spec says."""
+        given = {name: value for name, value in dict(params).items()
+                 if value not in _ABSENT.get(name, ())}
+        return super().parse_query_params(given)
 
     def decode_json(self, data: str | bytes) -> object:
         """Parse JSON with orjson (its errors are json.JSONDecodeError, so they answer 400)."""
@@ -300,7 +346,8 @@ class PuhuiGraphQL(GraphQL):
                 operation_extensions=request_data.extensions,
             )
         except CannotGetOperationTypeError as exc:
-            raise HTTPException(400, exc.as_http_error_reason()) from None
+            # A request error like a failed validation: 400, or 200 for a legacy client.
+            return ExecutionResult(data=None, errors=[GraphQLError(exc.as_http_error_reason())])
         except InvalidOperationTypeError as exc:
             if exc.operation_type == OperationType.SUBSCRIPTION:
                 raise HTTPException(
@@ -330,8 +377,8 @@ class PuhuiGraphQL(GraphQL):
         """The response under construction, remembering which media type the client accepts."""
         sub_response = await super().get_sub_response(request)
         if isinstance(request, Request):
-            sub_response.media_type = _media_type(request)
-            sub_response.legacy_json = _legacy_json(request)  # type: ignore[attr-defined]
+            sub_response.media_type, legacy = _negotiated(request)
+            sub_response.legacy_json = legacy  # type: ignore[attr-defined]
         return sub_response
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:

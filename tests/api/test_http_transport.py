@@ -293,3 +293,44 @@ async def test_a_client_gone_before_its_body_arrived_is_answered_nothing_and_log
     assert sent == []
     assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert any("disconnected" in r.message for r in caplog.records)
+
+
+async def test_the_accept_headers_q_values_choose_the_media_type(client):
+    """The spec's MUST: the response is in the highest-ranked media type the client accepts."""
+    cases = {
+        f"{GRAPHQL_RESPONSE};q=0, application/json": ("application/json", 200),  # a legacy client
+        f"application/json, {GRAPHQL_RESPONSE};q=0.5": ("application/json", 400),
+        f"application/json;q=0.5, {GRAPHQL_RESPONSE}": (GRAPHQL_RESPONSE, 400),
+        f"{GRAPHQL_RESPONSE};q=0.8, application/json;q=0.8": (GRAPHQL_RESPONSE, 400),
+        f"Application/JSON;q=1, {GRAPHQL_RESPONSE};q=bogus": ("application/json", 200),
+    }
+    for accept, (media, status) in cases.items():
+        response = await client.post("/graphql", json={"query": "{ nope }"},
+                                     headers={"accept": accept})
+        assert response.headers["content-type"].startswith(media), accept
+        assert response.status_code == status, accept
+        assert "data" not in _assert_coded(response)
+
+
+async def test_an_unknown_operation_name_is_a_request_error_like_a_failed_validation(client):
+    query = {"query": "query A { __typename }", "operationName": "B"}
+    for accept, status in (("application/json", 200), (GRAPHQL_RESPONSE, 400)):
+        response = await client.post("/graphql", json=query, headers={"accept": accept})
+        assert response.status_code == status, accept
+        body = _assert_coded(response)
+        assert "data" not in body and error_codes(body) == ["BAD_REQUEST"]
+        assert "B" in body["errors"][0]["message"]
+
+
+async def test_empty_optional_get_parameters_count_as_not_given(client):
+    auth = {"authorization": f"Bearer {token()}"}
+    for extra in ({"variables": ""}, {"variables": "null"}, {"extensions": ""},
+                  {"operationName": ""}, {"variables": "", "extensions": "", "operationName": ""}):
+        response = await client.get("/graphql", params={"query": "{ __typename }", **extra},
+                                    headers=auth)
+        assert response.status_code == 200, (extra, response.text)
+        assert data(response.json()) == {"__typename": "Query"}
+    refused = await client.get("/graphql", params={"query": "{ __typename }", "variables": "[]"},
+                               headers=auth)
+    assert refused.status_code == 400
+    _assert_coded(refused)
