@@ -133,12 +133,14 @@ def _status(response_data: Any, legacy_json: bool, status: int) -> int:
     return status
 
 
+def _content_media(request: Request) -> str:
+    """The media type of the request body, lowercased, without parameters such as charset."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
 def _json_post(request: Request) -> bool:
     """True for a POST of application/json (with or without parameters such as charset)."""
-    if request.method != "POST":
-        return False
-    content_type = request.headers.get("content-type", "")
-    return content_type == "application/json" or content_type.startswith("application/json;")
+    return request.method == "POST" and _content_media(request) == "application/json"
 
 
 def _operation(data: object) -> GraphQLRequestData | None:
@@ -215,6 +217,8 @@ class PuhuiGraphQL(GraphQL):
         try:
             if declared > MAX_BODY_BYTES:
                 raise _BodyTooLarge
+            if request.method == "POST" and _content_media(request) != "application/json":
+                raise HTTPException(415, "A GraphQL request is posted as application/json.")
             response = await (self.post_json(request) if _json_post(request) else self.run(request))
         except _BodyTooLarge:
             response = self.error_response(request, 413, f"The body exceeds {MAX_BODY_BYTES} bytes.")

@@ -123,12 +123,19 @@ async def test_malformed_requests_answer_400_with_a_code(client):
         assert "data" not in body, label
 
 
-async def test_unsupported_content_types_answer_4xx(client):
-    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
-        response = await client.post("/graphql", content=json.dumps({"query": ME}).encode(),
+async def test_a_body_that_is_not_json_answers_415(client):
+    body = json.dumps({"query": "{ __typename }"}).encode()
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                         "application/jsonx", "application/graphql", ""):
+        response = await client.post("/graphql", content=body,
                                      headers={"content-type": content_type})
-        assert 400 <= response.status_code < 500, content_type
-        _assert_coded(response)
+        assert response.status_code == 415, content_type
+        assert error_codes(_assert_coded(response)) == ["UNSUPPORTED_MEDIA_TYPE"], content_type
+    for content_type in ("Application/JSON", "application/json ; charset=UTF-8"):  # RFC 9110
+        response = await client.post("/graphql", content=body,
+                                     headers={"content-type": content_type})
+        assert response.status_code == 200, content_type
+        assert data(response.json()) == {"__typename": "Query"}
 
 
 async def test_an_oversized_body_is_413(client):
