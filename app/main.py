@@ -98,7 +98,9 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         Route("/healthz", _healthz(settings), methods=["GET"]),
         Route("/graphql", graphql),  # the view answers other methods with a coded 405
         WebSocketRoute("/graphql", graphql),
-        Route("/ingest/scenarios/{code}/records", ingest_scenario_records, methods=["POST"]),
+        # every method: the handler answers all but POST with a coded 405
+        Route("/ingest/scenarios/{code}/records", ingest_scenario_records,
+              methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     middleware = [
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),

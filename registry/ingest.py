@@ -56,13 +56,15 @@ def _no_constants(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
-_STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "INVALID_STATE": 409}
+_STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404,
+           "METHOD_NOT_ALLOWED": 405, "INVALID_STATE": 409, "UNSUPPORTED_MEDIA_TYPE": 415}
+_HEADERS = {401: {"www-authenticate": "Bearer"}, 405: {"allow": "POST"}}
 
 
 def _error(code: str, message: str, **extra: Any) -> JSONResponse:
     status = _STATUS.get(code, 400)
-    headers = {"www-authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"code": code, "message": message, **extra}, status, headers=headers)
+    return JSONResponse({"code": code, "message": message, **extra}, status,
+                        headers=_HEADERS.get(status))
 
 
 def parse_line(index: int, line: bytes, grams_per_unit: int) -> Item | Rejection:
@@ -247,6 +249,11 @@ class _Result:
 
 async def ingest_scenario_records(request: Request) -> Response:
     """Apply an NDJSON body of records of the caller's published scenario, chunk by chunk."""
+    if request.method != "POST":
+        return _error("METHOD_NOT_ALLOWED", "Records are sent with POST.")
+    if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
+        return _error("UNSUPPORTED_MEDIA_TYPE",
+                      "The body is read as plain NDJSON: send it without a Content-Encoding.")
     settings = get_settings()
     try:
         principal = await principal_from_header_async(request.headers.get("authorization"), settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from datetime import datetime, timedelta, timezone
@@ -232,6 +233,25 @@ async def test_an_empty_body_counts_nothing(client):
     response = await stream(client, world, b"")
     assert response.status_code == 200
     assert response.json() == {"accepted": 0, "duplicates": 0, "rejected": []}
+
+
+async def test_ingest_answers_other_methods_and_encoded_bodies_with_coded_errors(client):
+    world = await make_world(residents=1)
+    url = f"/ingest/scenarios/{world.code}/records"
+    auth = {"authorization": f"Bearer {world.operator}"}
+    for method in ("GET", "PUT", "DELETE"):
+        response = await client.request(method, url, headers=auth)
+        assert response.status_code == 405, method
+        assert response.headers["allow"] == "POST"
+        assert response.json()["code"] == "METHOD_NOT_ALLOWED"
+    body = gzip.compress(ndjson([record(world.subjects[0], 1, ago(hours=1), "zipped")]))
+    response = await client.post(url, content=body, headers={**auth, "content-encoding": "gzip"})
+    assert response.status_code == 415
+    assert response.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    assert await _stored(world) == {}
+    plain = await client.post(url, content=gzip.decompress(body),
+                              headers={**auth, "content-encoding": "Identity"})
+    assert answers(plain.json()) == (1, 0, [])
 
 
 async def test_ingest_refuses_without_a_valid_token_role_or_ownership(client):
