@@ -150,11 +150,15 @@ _ADD_TO_HOLDING = (  # the tail of a multi-row insert into ledger_lot_holding
 _TAKE_FROM_HOLDING = """
 UPDATE ledger_lot_holding SET balance = balance - $1 WHERE account_id = $2 AND lot_id = $3
 """
+# Every parameter cast to bigint (CAST, which SQLite reads too): left to infer, PostgreSQL types
+# $1 from `$1 <= 0` as a 32-bit integer, and a change past 2^31 could not even be sent.
 _APPLY = """
-UPDATE ledger_account SET balance = balance + $1, pending = pending - $2
-WHERE id = $3 AND pending >= $2 AND (kind = 'issuance' OR balance + $4 >= pending - $2)
-  AND ($1 <= 0 OR balance <= 9223372036854775807 - $1)
-  AND ($1 >= 0 OR balance >= -9223372036854775807 - $1)
+UPDATE ledger_account
+SET balance = balance + CAST($1 AS BIGINT), pending = pending - CAST($2 AS BIGINT)
+WHERE id = CAST($3 AS BIGINT) AND pending >= CAST($2 AS BIGINT)
+  AND (kind = 'issuance' OR balance + CAST($4 AS BIGINT) >= pending - CAST($2 AS BIGINT))
+  AND (CAST($1 AS BIGINT) <= 0 OR balance <= 9223372036854775807 - CAST($1 AS BIGINT))
+  AND (CAST($1 AS BIGINT) >= 0 OR balance >= -9223372036854775807 - CAST($1 AS BIGINT))
 RETURNING balance
 """
 _TRANSFER_COLUMNS = (

@@ -62,6 +62,19 @@ async def test_conversion_takes_whole_points_and_leaves_the_remainder(client):
     assert (row.asked_grams, row.grams, row.points, row.grams_per_point) == (1234, 1230, 123, 10)
 
 
+async def test_grams_and_points_past_32_bits_convert(client):
+    await set_rate(client, 1)
+    _, auth, _ = await resident(3 * 2**31)
+    payload = await convert(client, auth, 2**31 + 5)
+    assert payload["userErrors"] == []
+    assert payload["account"] == {"reductionGrams": str(3 * 2**31 - 2**31 - 5),
+                                  "points": str(2**31 + 5)}
+    _, poor, _ = await resident(10)
+    assert [e["code"] for e in (await convert(client, poor, 2**31 + 5))["userErrors"]] == [
+        "INSUFFICIENT_REDUCTIONS"]
+    assert (await verify()).ok
+
+
 async def test_grams_leave_oldest_lots_first_and_keep_them_in_the_reserve(client):
     await set_rate(client, 10)
     _, auth, pid = await resident()

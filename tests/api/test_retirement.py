@@ -177,3 +177,21 @@ async def test_a_reference_shows_a_court_case_number_but_hides_phone_and_id_numb
         shown.append(public["retirementCertificate"]["reference"])
     assert shown == ["家庭减排 138****5678 身份证 110***********002X",
                      "(2026)沪01民终1234567号 联系人 138****5678"]
+
+
+async def test_amounts_past_32_bits_are_retired_or_refused_like_any_other(client):
+    """Past 2^31 grams (about 2,147 t) the ledger once failed with INTERNAL_SERVER_ERROR on
+    PostgreSQL: a statement typed the change as a 32-bit integer."""
+    big = 2**31 + 1
+    auth, participant_id = await _resident(3 * 2**31)
+    assert await grams_of(participant_id) == 3 * 2**31
+    done = await retire(client, auth, big, "VOLUNTARY_CANCELLATION")
+    assert done["userErrors"] == [] and done["retirement"]["grams"] == str(big)
+    assert await grams_of(participant_id) == 3 * 2**31 - big
+    assert _codes(await retire(client, auth, 2**33, "VOLUNTARY_CANCELLATION")) == [
+        "INSUFFICIENT_REDUCTIONS"]
+    empty, _ = await _resident()
+    assert _codes(await retire(client, empty, big, "VOLUNTARY_CANCELLATION")) == [
+        "INSUFFICIENT_REDUCTIONS"]
+    assert await grams_of(participant_id) == 3 * 2**31 - big
+    assert (await verify()).ok
