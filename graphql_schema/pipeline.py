@@ -172,9 +172,12 @@ class Pipeline:
                 """The cached validation of this query text with the standard rules and ours."""
                 context = self.execution_context
                 if context.query is not None:
-                    context.pre_execution_errors = pipeline.validated(
-                        context.schema._schema, context.query, context.validation_rules
-                    )
+                    try:
+                        context.pre_execution_errors = pipeline.validated(
+                            context.schema._schema, context.query, context.validation_rules
+                        )
+                    except Exception as exc:  # noqa: BLE001 - as in execute(): a coded refusal
+                        context.pre_execution_errors = [_request_error(exc)]
                 yield
 
         def make() -> SchemaExtension:

@@ -29,6 +29,10 @@ from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.http.base import BaseRequestProtocol
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -189,8 +193,42 @@ def _formatted(error: GraphQLError, production: bool) -> dict[str, Any]:
     return out
 
 
+_NOT_A_MESSAGE = "A message is a JSON object with a string `type`."
+
+
+def _a_message(message: object) -> bool:
+    """True for what strawberry's WebSocket handlers can read: an object with a string type."""
+    return isinstance(message, dict) and isinstance(message.get("type"), str)
+
+
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, closing with 4400 on a message that is not an object (strawberry
+    indexed it and died with a traceback)."""
+
+    async def handle_message(self, message: Any) -> None:
+        """Handle a well-formed message; close the connection with 4400 on anything else."""
+        if not _a_message(message):
+            await self.handle_invalid_message(_NOT_A_MESSAGE)
+            return
+        await super().handle_message(message)
+
+
+class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws protocol, closing with 4400 on a message that is not an object."""
+
+    async def handle_message(self, message: Any) -> None:
+        """Handle a well-formed message; close the connection with 4400 on anything else."""
+        if not _a_message(message):
+            await self.websocket.close(code=4400, reason=_NOT_A_MESSAGE)
+            return
+        await super().handle_message(message)
+
+
 class PuhuiGraphQL(GraphQL):
     """strawberry's ASGI app with our context, WebSocket authentication and HTTP semantics."""
+
+    graphql_transport_ws_handler_class = _TransportWSHandler
+    graphql_ws_handler_class = _LegacyWSHandler
 
     def __init__(self, schema: Any, settings: Settings) -> None:
         super().__init__(

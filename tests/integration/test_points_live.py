@@ -10,11 +10,13 @@ import time
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import contract_operations, credit_code, data, token, unique
 from tests.live_support import served, subscribed
 from tests.points_support import behavior_scenario, consent, event, resident, set_rate
+from tests.serve_support import serving
 
 log = logging.getLogger(__name__)
 ACCOUNT_CHANGED = contract_operations()["AccountChanged"]
@@ -110,6 +112,38 @@ async def test_a_connection_stops_acting_for_its_caller_when_the_token_expires(c
             response = await http.post("/graphql", json={"query": ACCOUNT_QUERY},
                                        headers={"authorization": f"Bearer {token(subject)}"})
         assert data(response.json())["me"]["account"]["points"] == "0"  # nothing was converted
+
+
+async def test_a_message_that_is_not_an_object_closes_the_connection_with_4400(database):
+    subject, _, _ = await resident()
+    async with serving() as server:
+        url = server.base.replace("http://", "ws://") + "/graphql"
+        for protocol in ("graphql-transport-ws", "graphql-ws"):
+            for junk in ("[1, 2]", "[]", '"x"', "1", "null", '{"id": "1"}'):
+                async with connect(url, subprotocols=[protocol]) as ws:
+                    await ws.send(json.dumps({"type": "connection_init", "payload": {
+                        "authorization": f"Bearer {token(subject)}"}}))
+                    assert json.loads(await ws.recv())["type"] == "connection_ack"
+                    await ws.send(junk)
+                    with pytest.raises(ConnectionClosed) as closed:
+                        while True:  # the legacy protocol may send a keep-alive first
+                            await asyncio.wait_for(ws.recv(), 20)
+                    assert closed.value.rcvd is not None, (protocol, junk)
+                    assert closed.value.rcvd.code == 4400, (protocol, junk)
+    assert "Traceback" not in server.log()
+
+
+async def test_a_subscription_too_intricate_to_check_is_refused_with_a_code(database):
+    subject, _, _ = await resident()
+    chain = " ".join(f"fragment F{i} on Subscription {{ ...F{i + 1} }}" for i in range(400))
+    query = ("subscription { ...F0 } " + chain
+             + " fragment F400 on Subscription { accountChanged { points } }")
+    async with serving() as server:
+        async with subscribed(server.base, token(subject), query) as sub:
+            message = await sub.message()
+        assert message["type"] == "error", message
+        assert [e["extensions"]["code"] for e in message["payload"]] == ["BAD_REQUEST"]
+    assert "Traceback" not in server.log() and "RecursionError" not in server.log()
 
 
 async def test_other_roles_cannot_subscribe_to_an_account(database):
