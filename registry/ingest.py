@@ -143,8 +143,9 @@ class LineParser:
             self._quantities[quantity] = known
         try:
             moment = datetime.fromisoformat(at)
-            if moment.tzinfo is None:  # fromisoformat gives a fixed offset or none
-                return None
+            offset = moment.utcoffset()  # fromisoformat gives a fixed offset or none
+            if offset is None or offset.total_seconds() % 60:
+                return None  # the exact path reads it as GraphQL does (no seconds in an offset)
             moment = moment.astimezone(UTC)
             return Item(index, subject, known[0], moment, ref, known[1], self._day(moment))
         except (ValueError, OverflowError):  # the exact path words the refusal

@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+from dateutil.parser import isoparse
+
 from app.instants import representable, too_far
 from app.text import storable
 from app.units import BIGINT_MAX
@@ -170,10 +172,11 @@ def check_item(
 
 
 def parse_instant(text: str) -> datetime | None:
-    """An ISO 8601 date-time, or None when the text is not one."""
+    """An ISO 8601 date-time read as the GraphQL DateTime scalar reads it (dateutil's isoparse:
+    24:00 is the next midnight, an offset has no seconds), or None when the text is not one."""
     try:
-        return datetime.fromisoformat(text)
-    except ValueError:
+        return isoparse(text)
+    except (ValueError, OverflowError):
         return None
 
 

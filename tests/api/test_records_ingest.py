@@ -142,6 +142,31 @@ async def test_a_stream_cut_off_keeps_the_chunks_applied_and_logs_no_error(
     assert (resent["accepted"], resent["duplicates"], resent["rejected"]) == (1, 4, [])
 
 
+async def test_date_times_are_read_as_the_mutation_reads_them(client):
+    """The stream reads occurredAt as the GraphQL DateTime scalar does: the same records, the
+    same instants, and what the scalar refuses is refused."""
+    day = (datetime.now(timezone(timedelta(hours=8))) - timedelta(days=3)).date()
+    unusual = [f"{day:%Y-%m-%d}T24:00:00+08:00",  # the next midnight
+               f"{day:%Y-%m-%d}t10:00:00z", f"{day:%Y-%j}T10:00:00Z", f"{day:%Y%m%d}T100000Z"]
+    streamed, submitted = await make_world(residents=1), await make_world(residents=1)
+    for world in (streamed, submitted):
+        [who] = world.subjects
+        rows = [{**record(who, 1, ago(days=1), f"u{i}"), "occurredAt": at}
+                for i, at in enumerate(unusual)]
+        got = ((await stream(client, world, ndjson(rows))).json() if world is streamed
+               else await submit(client, world, rows))
+        assert answers(got) == (4, 0, []), (world is streamed, got)
+    instants = [await ScenarioRecord.filter(scenario_id=w.scenario_id).order_by("external_ref")
+                .values_list("occurred_at", flat=True) for w in (streamed, submitted)]
+    assert instants[0] == instants[1]
+    assert instants[0][0] == datetime.combine(day + timedelta(days=1), datetime.min.time(),
+                                              timezone(timedelta(hours=8)))
+    seconds_offset = {**record(streamed.subjects[0], 1, ago(days=1), "s"),
+                      "occurredAt": f"{day:%Y-%m-%d}T10:00:00+08:00:30"}
+    refused = (await stream(client, streamed, ndjson([seconds_offset]))).json()
+    assert answers(refused) == (0, 0, [(0, "INVALID_INPUT")])
+
+
 async def test_malformed_lines_are_rejected_by_index_and_blank_lines_skipped(client):
     world = await make_world(residents=1)
     who = world.subjects[0]
