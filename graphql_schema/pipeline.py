@@ -44,6 +44,23 @@ def _request_error(exc: Exception) -> GraphQLError:
     return GraphQLError(f"The document could not be checked: {type(exc).__name__}.")
 
 
+def _drop_tracebacks(errors: Iterable[BaseException]) -> None:
+    """Let go of the frames behind errors already logged: an exception whose traceback holds
+    the frame that holds it is a reference cycle, freed only by the cyclic collector - about a
+    hundred objects per refused request, which piled up into whole-second collections."""
+    for error in errors:
+        seen: set[int] = set()
+        pending: list[BaseException | None] = [error]
+        while pending:
+            current = pending.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            current.__traceback__ = None
+            original = getattr(current, "original_error", None)
+            pending += [original, current.__cause__, current.__context__]
+
+
 class Pipeline:
     """Caches shared by every request of the process, and the coding of their errors."""
 
@@ -136,7 +153,9 @@ class Pipeline:
 
     def _finish(self, data: dict[str, Any] | None, errors: list[GraphQLError] | None) -> ExecutionResult:
         if errors:
-            errors = self.codes._process_errors(errors)  # production drops "Did you mean" here
+            coded = self.codes._process_errors(errors)  # production drops "Did you mean" here
+            _drop_tracebacks([*errors, *coded])
+            errors = coded
         return ExecutionResult(data=data, errors=errors or None)
 
     def extension(self) -> Callable[[], SchemaExtension]:
@@ -158,7 +177,9 @@ class Pipeline:
                 if not isinstance(result, GraphQLExecutionResult | ExecutionResult):
                     result = getattr(result, "initial_result", None)
                 if result is not None and result.errors:
-                    result.errors = self._process_errors(result.errors)
+                    coded = self._process_errors(result.errors)
+                    _drop_tracebacks([*result.errors, *coded])
+                    result.errors = coded
 
             def on_parse(self) -> Iterator[None]:
                 """The cached document; on a syntax error strawberry parses again and reports it."""
