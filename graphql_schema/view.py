@@ -194,6 +194,10 @@ def _formatted(error: GraphQLError, production: bool) -> dict[str, Any]:
 
 
 _NOT_A_MESSAGE = "A message is a JSON object with a string `type`."
+_UNAUTHENTICATED_CONNECTION: dict[str, object] = {
+    "message": "A valid token is needed in connection_init's payload (authorization: Bearer ...).",
+    "extensions": {"code": "UNAUTHENTICATED"},
+}
 
 
 def _a_message(message: object) -> bool:
@@ -345,9 +349,11 @@ class PuhuiGraphQL(GraphQL):
                 header if isinstance(header, str) else None, self.settings
             )
         except AccessError:
-            raise ConnectionRejectionError() from None
+            principal = None
         if principal is None:
-            raise ConnectionRejectionError()
+            # graphql-transport-ws closes with 4403; the legacy protocol sends this payload in
+            # its connection_error message before closing.
+            raise ConnectionRejectionError(_UNAUTHENTICATED_CONNECTION)
         context.principal = principal
         return None
 

@@ -85,6 +85,13 @@ async def test_a_connection_without_a_valid_token_is_refused(database):
                 async with subscribed(base, jwt, ACCOUNT_CHANGED) as sub:
                     await sub.message()
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        url = base.replace("http://", "ws://") + "/graphql"
+        for payload in ({}, {"authorization": "Bearer not-a-token"}):  # the legacy protocol
+            async with connect(url, subprotocols=["graphql-ws"]) as ws:
+                await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+                refused = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                assert refused["type"] == "connection_error", refused
+                assert refused["payload"]["extensions"]["code"] == "UNAUTHENTICATED"
 
 
 async def test_a_connection_stops_acting_for_its_caller_when_the_token_expires(client):
