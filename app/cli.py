@@ -83,10 +83,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http="httptools",
     )
     try:
-        sock = listening.bind(args.host, args.port, workers)
+        sockets = listening.bind(args.host, args.port, config.backlog)
     except OSError as exc:
-        _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", code=1)
-    return listening.serve(config, sock)
+        _fail(f"cannot listen on {listening.where(args.host, args.port)}: {exc.strerror}", code=1)
+    return listening.serve(config, sockets)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -8,8 +8,8 @@ In one run, on PostgreSQL:
    ../shared/contract/operations.graphql, which tests/api/test_contract.py validates) with `wrk`
    at C connections, each request with the next resident's token (a Lua script
    rotating through all tokens), after a warm-up;
-3. serves, under the same uvicorn settings (W workers, each on a socket of its own as
-   `puhui serve` runs them, no access log, proxy headers), a bare
+3. serves, under the same uvicorn settings (W workers sharing sockets opened as `puhui serve`
+   opens them, no access log, proxy headers), a bare
    Starlette endpoint defined in this file (not in the product) that verifies the same HS256 JWT
    (pinned algorithm, issuer, audience, required claims) on every request and reads the same rows
    with asyncpg in one statement (participant, balances, experience, level table, credit row);
@@ -200,7 +200,7 @@ def serve_bare(port: int, workers: int) -> int:
     config = uvicorn.Config("account_query:bare_app", factory=True, host="127.0.0.1", port=port,
                             workers=workers, access_log=False, proxy_headers=True,
                             log_level="warning")
-    return listening.serve(config, listening.bind("127.0.0.1", port, workers))
+    return listening.serve(config, listening.bind("127.0.0.1", port, config.backlog))
 
 
 async def seed(dsn: str, residents: int) -> None:

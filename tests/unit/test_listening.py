@@ -1,78 +1,63 @@
-"""The server's socket: several workers each get their own on one port, and the kernel spreads
-connections over them; a port already served is refused, even to a server of the same user."""
+"""The server's sockets: listening from the moment they are opened, on every address the host
+names, and refused when the port is already served."""
 
 from __future__ import annotations
 
-import pickle
 import socket
 
 import pytest
 
 from app import listening
 
-pytestmark = pytest.mark.skipif(not listening.spreads_connections(),
-                                reason="SO_REUSEPORT balances connections on Linux only")
 
-CLIENTS = 32
-
-
-def _as_sent_to_a_worker(sock: socket.socket) -> socket.socket:
-    """What a worker receives: uvicorn pickles the supervisor's sockets into each worker."""
-    return pickle.loads(pickle.dumps(sock))
+def _close(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
 
 
-def _accepted(sock: socket.socket) -> int:
-    sock.setblocking(False)
-    taken = 0
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except BlockingIOError:
-            return taken
-        conn.close()
-        taken += 1
-
-
-def test_two_workers_each_listen_and_both_get_connections():
-    shared = listening.bind("127.0.0.1", 0, workers=2)
-    assert isinstance(shared, listening.SharedPort)
-    port = shared.getsockname()[1]
-    workers = [_as_sent_to_a_worker(shared) for _ in range(2)]
-    clients = []
+def test_the_port_is_listened_on_at_once_so_a_second_server_is_refused_before_any_worker():
+    first = listening.bind("127.0.0.1", 0, backlog=16)
+    port = first[0].getsockname()[1]
     try:
-        for worker in workers:
-            assert worker.getsockname() == ("127.0.0.1", port)
-            assert worker.fileno() != shared.fileno()
-            worker.listen(CLIENTS)
-        for _ in range(CLIENTS):
-            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        taken = [_accepted(worker) for worker in workers]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # waits in the shared queue until a worker accepts it
+        with pytest.raises(OSError) as refused:
+            listening.bind("127.0.0.1", port, backlog=16)
+        assert "in use" in refused.value.strerror
     finally:
-        for s in [*clients, *workers, shared]:
-            s.close()
-    assert sum(taken) == CLIENTS
-    assert min(taken) > 0, taken  # all on one worker: 2 chances in 2**32
+        _close(first)
 
 
-def test_a_port_already_served_is_refused_even_to_the_same_user():
-    first = listening.bind("127.0.0.1", 0, workers=2)
-    port = first.getsockname()[1]
-    worker = _as_sent_to_a_worker(first)
-    worker.listen(8)
+def test_a_name_gets_a_socket_on_every_address_it_names(monkeypatch):
+    if not socket.has_ipv6:
+        pytest.skip("this machine has no IPv6")
+    real = socket.getaddrinfo
+
+    def both(host, port, *args, **kwargs):
+        if host != "both.test":
+            return real(host, port, *args, **kwargs)
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    sockets = listening.bind("both.test", 0, backlog=16)
     try:
-        for workers in (1, 2):
-            with pytest.raises(OSError) as refused:
-                listening.bind("127.0.0.1", port, workers=workers)
-            assert "in use" in refused.value.strerror
+        assert [s.family for s in sockets] == [socket.AF_INET, socket.AF_INET6]
+        port = sockets[0].getsockname()[1]
+        assert sockets[1].getsockname()[1] == port  # one port for all
+        for address in ("127.0.0.1", "::1"):
+            with socket.create_connection((address, port), timeout=5):
+                pass
     finally:
-        worker.close()
-        first.close()
+        _close(sockets)
 
 
-def test_the_supervisor_never_takes_a_connection():
-    shared = listening.bind("127.0.0.1", 0, workers=2)
-    try:
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(shared.getsockname(), timeout=5)
-    finally:
-        shared.close()
+def test_a_name_that_resolves_to_nothing_is_an_os_error():
+    with pytest.raises(OSError):
+        listening.bind("no-such-host.invalid", 0, backlog=16)
+
+
+def test_urls_bracket_ipv6_addresses():
+    assert listening.where("::", 8000) == "[::]:8000"
+    assert listening.where("127.0.0.1", 8000) == "127.0.0.1:8000"
