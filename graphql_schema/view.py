@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -77,24 +78,28 @@ def _limited(receive: Receive, limit: int) -> Callable[[], Awaitable[Message]]:
     return wrapped
 
 
+_Q_VALUE = re.compile(r"(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)")  # RFC 9110's qvalue
+_ACCEPT_ENTRIES = 32  # entries of an Accept header read at most; the rest are ignored
+
+
 def _accepted(request: Request) -> dict[str, float] | None:
-    """The media types of the Accept header with their q-values (None without the header)."""
+    """The media types of the Accept header with their q-values (None without the header). A
+    q-value that is not one (RFC 9110: 0 to 1, three decimals at most) refuses its type; a
+    type listed twice takes its higher q-value."""
     header = request.headers.get("accept")
     if not header:
         return None
     accepted: dict[str, float] = {}
-    for part in header.split(","):
+    for part in header.split(",", _ACCEPT_ENTRIES)[:_ACCEPT_ENTRIES]:
         media, *params = part.split(";")
         quality = 1.0
         for param in params:
             name, _, value = param.partition("=")
             if name.strip().lower() == "q":
-                try:
-                    quality = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    quality = 0.0
+                value = value.strip()
+                quality = float(value) if _Q_VALUE.fullmatch(value) else 0.0
         if media := media.strip().lower():
-            accepted[media] = quality
+            accepted[media] = max(quality, accepted.get(media, 0.0))
     return accepted
 
 

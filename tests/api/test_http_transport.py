@@ -310,6 +310,10 @@ async def test_the_accept_headers_q_values_choose_the_media_type(client):
         f"application/json;q=0.5, {GRAPHQL_RESPONSE}": (GRAPHQL_RESPONSE, 400),
         f"{GRAPHQL_RESPONSE};q=0.8, application/json;q=0.8": (GRAPHQL_RESPONSE, 400),
         f"Application/JSON;q=1, {GRAPHQL_RESPONSE};q=bogus": ("application/json", 200),
+        f"application/json, {GRAPHQL_RESPONSE};q=NaN": ("application/json", 200),  # not a q-value
+        f"application/json, {GRAPHQL_RESPONSE};q=1.5": ("application/json", 200),
+        f"{GRAPHQL_RESPONSE};q=0, {GRAPHQL_RESPONSE}, application/json;q=0.5": (GRAPHQL_RESPONSE, 400),
+        f"{GRAPHQL_RESPONSE}, {GRAPHQL_RESPONSE};q=0, application/json;q=0.5": (GRAPHQL_RESPONSE, 400),
     }
     for accept, (media, status) in cases.items():
         response = await client.post("/graphql", json={"query": "{ nope }"},
