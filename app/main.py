@@ -8,10 +8,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -98,13 +99,19 @@ def create_app(settings: Settings | None = None, manage_db: bool = True) -> Star
         Route("/healthz", _healthz(settings), methods=["GET"]),
         Route("/graphql", graphql),  # the view answers other methods with a coded 405
         WebSocketRoute("/graphql", graphql),
-        # every method: the handler answers all but POST with a coded 405
-        Route("/ingest/scenarios/{code}/records", ingest_scenario_records,
-              methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+        Route("/ingest/scenarios/{code}/records", ingest_scenario_records, methods=["POST"]),
     ]
     middleware = [
         Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                    allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"],
                    max_age=600)
     ] if settings.cors_origins else []
-    return Service(graphql, routes=routes, lifespan=lifespan, middleware=middleware)
+    return Service(graphql, routes=routes, lifespan=lifespan, middleware=middleware,
+                   exception_handlers={405: _method_not_allowed})
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A route's 405 as a coded JSON error, with the Allow header of the route."""
+    headers = exc.headers if isinstance(exc, HTTPException) else None
+    return JSONResponse({"code": "METHOD_NOT_ALLOWED",
+                         "message": f"{request.method} is not allowed here."}, 405, headers=headers)

@@ -56,9 +56,9 @@ def _no_constants(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
-_STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404,
-           "METHOD_NOT_ALLOWED": 405, "INVALID_STATE": 409, "UNSUPPORTED_MEDIA_TYPE": 415}
-_HEADERS = {401: {"www-authenticate": "Bearer"}, 405: {"allow": "POST"}}
+_STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "INVALID_STATE": 409,
+           "UNSUPPORTED_MEDIA_TYPE": 415}
+_HEADERS = {401: {"www-authenticate": "Bearer"}}
 
 
 def _error(code: str, message: str, **extra: Any) -> JSONResponse:
@@ -250,8 +250,6 @@ class _Result:
 
 async def ingest_scenario_records(request: Request) -> Response:
     """Apply an NDJSON body of records of the caller's published scenario, chunk by chunk."""
-    if request.method != "POST":
-        return _error("METHOD_NOT_ALLOWED", "Records are sent with POST.")
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         return _error("UNSUPPORTED_MEDIA_TYPE",
                       "The body is read as plain NDJSON: send it without a Content-Encoding.")
@@ -285,7 +283,12 @@ async def ingest_scenario_records(request: Request) -> Response:
         accepted = result.accepted
         if applying is not None:
             [last] = await asyncio.gather(applying, return_exceptions=True)
-            accepted += last.accepted if isinstance(last, Outcome) else 0
+            if isinstance(last, Outcome):
+                accepted += last.accepted
+            elif isinstance(last, DomainError):
+                log.info("ingest of %s: the chunk in flight was refused: %s", terms.code, last.message)
+            else:
+                log.error("ingest of %s: the chunk in flight failed", terms.code, exc_info=last)
         log.warning("ingest of %s stopped: the client disconnected; the %d records accepted before"
                     " stay accepted", terms.code, accepted)
         return Response(status_code=400)  # nobody is left to read it

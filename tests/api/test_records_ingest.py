@@ -264,7 +264,7 @@ async def test_ingest_answers_other_methods_and_encoded_bodies_with_coded_errors
     world = await make_world(residents=1)
     url = f"/ingest/scenarios/{world.code}/records"
     auth = {"authorization": f"Bearer {world.operator}"}
-    for method in ("GET", "PUT", "DELETE"):
+    for method in ("GET", "PUT", "DELETE", "TRACE", "PROPFIND"):
         response = await client.request(method, url, headers=auth)
         assert response.status_code == 405, method
         assert response.headers["allow"] == "POST"
