@@ -198,36 +198,55 @@ def _formatted(error: GraphQLError, production: bool) -> dict[str, Any]:
     return out
 
 
-_NOT_A_MESSAGE = "A message is a JSON object with a string `type`."
+# A close reason: a control frame, 123 bytes at most.
+_NOT_A_MESSAGE = "A message is an object with a string type, and an id and a query where needed."
 _UNAUTHENTICATED_CONNECTION: dict[str, object] = {
     "message": "A valid token is needed in connection_init's payload (authorization: Bearer ...).",
     "extensions": {"code": "UNAUTHENTICATED"},
 }
 
 
-def _a_message(message: object) -> bool:
-    """True for what strawberry's WebSocket handlers can read: an object with a string type."""
-    return isinstance(message, dict) and isinstance(message.get("type"), str)
+def _an_operation(payload: object) -> bool:
+    """True for an operation strawberry can run: a string query and well-typed companions."""
+    return (isinstance(payload, dict) and isinstance(payload.get("query"), str)
+            and isinstance(payload.get("variables"), dict | None)
+            and isinstance(payload.get("operationName"), str | None)
+            and isinstance(payload.get("extensions"), dict | None))
+
+
+def _a_message(message: object, starts: str, names: frozenset[str]) -> bool:
+    """True for what strawberry's WebSocket handlers can read: an object with a string type;
+    with a string id when its type names an operation (`names`), and an operation as its
+    payload when it starts one (`starts`)."""
+    if not isinstance(message, dict) or not isinstance(kind := message.get("type"), str):
+        return False
+    if kind in names and not isinstance(message.get("id"), str):
+        return False
+    return kind != starts or _an_operation(message.get("payload"))
+
+
+_TRANSPORT_NAMED = frozenset({"subscribe", "complete"})
+_LEGACY_NAMED = frozenset({"start", "stop"})
 
 
 class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws, closing with 4400 on a message that is not an object (strawberry
-    indexed it and died with a traceback)."""
+    """graphql-transport-ws, closing with 4400 on a message it cannot read (strawberry indexed
+    it and died with a traceback)."""
 
     async def handle_message(self, message: Any) -> None:
         """Handle a well-formed message; close the connection with 4400 on anything else."""
-        if not _a_message(message):
+        if not _a_message(message, "subscribe", _TRANSPORT_NAMED):
             await self.handle_invalid_message(_NOT_A_MESSAGE)
             return
         await super().handle_message(message)
 
 
 class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """The legacy graphql-ws protocol, closing with 4400 on a message that is not an object."""
+    """The legacy graphql-ws protocol, closing with 4400 on a message it cannot read."""
 
     async def handle_message(self, message: Any) -> None:
         """Handle a well-formed message; close the connection with 4400 on anything else."""
-        if not _a_message(message):
+        if not _a_message(message, "start", _LEGACY_NAMED):
             await self.websocket.close(code=4400, reason=_NOT_A_MESSAGE)
             return
         await super().handle_message(message)

@@ -121,12 +121,20 @@ async def test_a_connection_stops_acting_for_its_caller_when_the_token_expires(c
         assert data(response.json())["me"]["account"]["points"] == "0"  # nothing was converted
 
 
-async def test_a_message_that_is_not_an_object_closes_the_connection_with_4400(database):
+async def test_a_message_that_cannot_be_read_closes_the_connection_with_4400(database):
     subject, _, _ = await resident()
     async with serving() as server:
         url = server.base.replace("http://", "ws://") + "/graphql"
-        for protocol in ("graphql-transport-ws", "graphql-ws"):
-            for junk in ("[1, 2]", "[]", '"x"', "1", "null", '{"id": "1"}'):
+        for protocol, start, stop in (("graphql-transport-ws", "subscribe", "complete"),
+                                      ("graphql-ws", "start", "stop")):
+            for junk in ("[1, 2]", "[]", '"x"', "1", "null", '{"id": "1"}',
+                         json.dumps({"type": start}), json.dumps({"type": stop}),
+                         json.dumps({"type": start, "id": "1"}),
+                         json.dumps({"type": start, "id": "1", "payload": []}),
+                         json.dumps({"type": start, "id": 1, "payload": {"query": "{ __typename }"}}),
+                         json.dumps({"type": start, "id": "1", "payload": {"query": 1}}),
+                         json.dumps({"type": start, "id": "1",
+                                     "payload": {"query": ACCOUNT_CHANGED, "variables": []}})):
                 async with connect(url, subprotocols=[protocol]) as ws:
                     await ws.send(json.dumps({"type": "connection_init", "payload": {
                         "authorization": f"Bearer {token(subject)}"}}))
