@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -81,6 +82,13 @@ def parse_line(index: int, line: bytes, grams_per_unit: int) -> Item | Rejection
 _NUMBER_CHARS = bytes(0x39 if chr(c) in "0123456789." else 0x20 for c in range(256))
 _LONG_NUMBER = b"9" * 16
 _PLAIN_FLOATS = (1e-9, 1e12)  # orjson floats outside: the exact path (no underflow, no overflow)
+# Date-times of this shape are read alike by fromisoformat (fast) and dateutil's isoparse (what
+# the GraphQL DateTime scalar and the exact path use); any other text takes the exact path.
+# (Out-of-range hours fail fromisoformat, which also sends the line to the exact path.)
+_PLAIN_INSTANT = re.compile(
+    r"[0-9]{4}-[0-9][0-9]-[0-9][0-9][T ][0-2][0-9]:[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-2][0-9]:[0-5][0-9])"
+).fullmatch
 
 
 def long_numbers(data: bytes) -> bool:
@@ -141,12 +149,10 @@ class LineParser:
             if len(self._quantities) >= CACHE_SIZE:
                 self._quantities.clear()
             self._quantities[quantity] = known
+        if _PLAIN_INSTANT(at) is None:
+            return None  # the exact path reads it as the GraphQL DateTime scalar does
         try:
-            moment = datetime.fromisoformat(at)
-            offset = moment.utcoffset()  # fromisoformat gives a fixed offset or none
-            if offset is None or offset.total_seconds() % 60:
-                return None  # the exact path reads it as GraphQL does (no seconds in an offset)
-            moment = moment.astimezone(UTC)
+            moment = datetime.fromisoformat(at).astimezone(UTC)
             return Item(index, subject, known[0], moment, ref, known[1], self._day(moment))
         except (ValueError, OverflowError):  # the exact path words the refusal
             return None

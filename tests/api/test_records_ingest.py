@@ -13,7 +13,7 @@ from typing import Any
 from registry import ingest
 from registry.models import ScenarioRecord
 from registry.rules import shanghai_day
-from tests.helpers import credit_code, cut_off_request, token, unique
+from tests.helpers import credit_code, cut_off_request, error_codes, op, token, unique
 from tests.records_support import (
     World,
     add_resident,
@@ -161,10 +161,17 @@ async def test_date_times_are_read_as_the_mutation_reads_them(client):
     assert instants[0] == instants[1]
     assert instants[0][0] == datetime.combine(day + timedelta(days=1), datetime.min.time(),
                                               timezone(timedelta(hours=8)))
-    seconds_offset = {**record(streamed.subjects[0], 1, ago(days=1), "s"),
-                      "occurredAt": f"{day:%Y-%m-%d}T10:00:00+08:00:30"}
-    refused = (await stream(client, streamed, ndjson([seconds_offset]))).json()
-    assert answers(refused) == (0, 0, [(0, "INVALID_INPUT")])
+    for i, text in enumerate([f"{day:%Y-%m-%d}T10:00:00+08:00:30", f"{day:%Y-%m-%d}T10:00:00+00:00:00",
+                              f"{day:%Y-%m-%d}T10:00:00 +08:00", f"{day:%Y-%m-%d}T10:00:00.Z",
+                              f"{day:%Y-%m-%d}T10:00:00+08:60", f"{day:%Y-%m-%d}T10:00:00+0860",
+                              f"{day:%G-W%V}T10:00:00+08:00"]):
+        row = {**record(streamed.subjects[0], 1, ago(days=1), f"bad{i}"), "occurredAt": text}
+        refused = (await stream(client, streamed, ndjson([row]))).json()
+        assert answers(refused) == (0, 0, [(0, "INVALID_INPUT")]), text
+        mutation = await op(client, "SubmitScenarioRecords", {"input": {
+            "scenarioCode": submitted.code, "records": [{**row, "subject": submitted.subjects[0]}]}},
+            submitted.operator)
+        assert error_codes(mutation) == ["BAD_USER_INPUT"], text
 
 
 async def test_malformed_lines_are_rejected_by_index_and_blank_lines_skipped(client):
