@@ -10,6 +10,7 @@ from typing import TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from tortoise.exceptions import ValidationError
 
 from app.errors import AccessError, DomainError
@@ -79,6 +80,9 @@ class ErrorCodes(MaskErrors):
             elif isinstance(original, GraphQLError):
                 # Variables that do not fit their types (suggestions name enum values, fields).
                 out.append(_coded(error, "BAD_USER_INPUT", self._hidden(error.message)))
+            elif isinstance(original, CannotGetOperationTypeError):
+                # No operation of that name (subscriptions; over HTTP the view refuses it first).
+                out.append(_coded(error, "BAD_REQUEST", original.as_http_error_reason()))
             elif error.path is None and isinstance(original, ValueError | TypeError):
                 # A literal a scalar refused while the document was validated (a bad BigInt).
                 out.append(_coded(error, "BAD_USER_INPUT", self._hidden(error.message)))

@@ -198,7 +198,6 @@ def _formatted(error: GraphQLError, production: bool) -> dict[str, Any]:
     return out
 
 
-# A close reason: a control frame, 123 bytes at most.
 _NOT_A_MESSAGE = "A message is an object with a string type, and an id and a query where needed."
 _UNAUTHENTICATED_CONNECTION: dict[str, object] = {
     "message": "A valid token is needed in connection_init's payload (authorization: Bearer ...).",
@@ -229,9 +228,32 @@ _TRANSPORT_NAMED = frozenset({"subscribe", "complete"})
 _LEGACY_NAMED = frozenset({"start", "stop"})
 
 
+_CLOSE_REASON_BYTES = 123  # what a close frame holds
+
+
+class _ShortCloseReasons:
+    """A WebSocket adapter whose close reasons fit a close frame: strawberry writes a client's
+    message type, operation id or syntax error into some, and a longer one failed to send."""
+
+    def __init__(self, websocket: Any) -> None:
+        self._websocket = websocket
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._websocket, name)
+
+    async def close(self, code: int, reason: str | None = None) -> None:
+        """Close with `reason` cut to 123 bytes of UTF-8, at a character boundary."""
+        cut = (reason or "").encode()[:_CLOSE_REASON_BYTES].decode(errors="ignore")
+        await self._websocket.close(code=code, reason=cut)
+
+
 class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, closing with 4400 on a message it cannot read (strawberry indexed
-    it and died with a traceback)."""
+    it and died with a traceback), with close reasons that fit a close frame."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.websocket = _ShortCloseReasons(self.websocket)  # type: ignore[assignment]
 
     async def handle_message(self, message: Any) -> None:
         """Handle a well-formed message; close the connection with 4400 on anything else."""
@@ -242,7 +264,12 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
 
 class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """The legacy graphql-ws protocol, closing with 4400 on a message it cannot read."""
+    """The legacy graphql-ws protocol, closing with 4400 on a message it cannot read, with
+    close reasons that fit a close frame."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.websocket = _ShortCloseReasons(self.websocket)  # type: ignore[assignment]
 
     async def handle_message(self, message: Any) -> None:
         """Handle a well-formed message; close the connection with 4400 on anything else."""

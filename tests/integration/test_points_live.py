@@ -148,6 +148,43 @@ async def test_a_message_that_cannot_be_read_closes_the_connection_with_4400(dat
     assert "Traceback" not in server.log()
 
 
+async def test_closes_whose_reasons_quote_the_client_fit_a_close_frame(database):
+    subject, _, _ = await resident()
+    async with serving() as server:
+        url = server.base.replace("http://", "ws://") + "/graphql"
+        subscribe = {"id": "订" * 60, "type": "subscribe", "payload": {"query": ACCOUNT_CHANGED}}
+        for messages, code in (([{"type": "类" * 100}], 4400),   # "Unknown message type: ..."
+                               ([subscribe, subscribe], 4409)):  # "Subscriber for ... already exists"
+            async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+                await ws.send(json.dumps({"type": "connection_init", "payload": {
+                    "authorization": f"Bearer {token(subject)}"}}))
+                assert json.loads(await ws.recv())["type"] == "connection_ack"
+                for message in messages:
+                    await ws.send(json.dumps(message))
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 20)
+                assert closed.value.rcvd is not None, messages[0]["type"][:10]
+                assert closed.value.rcvd.code == code
+    assert "Traceback" not in server.log()
+
+
+async def test_an_unknown_operation_name_of_a_subscription_is_a_bad_request(database):
+    subject, _, _ = await resident()
+    async with serving() as server:
+        unknown = ACCOUNT_CHANGED.replace("subscription AccountChanged", "subscription Mine")
+        async with subscribed(server.base, token(subject), unknown) as sub:
+            await sub.ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": {
+                "query": unknown, "operationName": "Nope"}}))
+            message = await sub.message()
+            while message.get("id") != "2":
+                message = await sub.message()
+        assert message["type"] == "error", message
+        assert [e["extensions"]["code"] for e in message["payload"]] == ["BAD_REQUEST"]
+        assert "Nope" in message["payload"][0]["message"]
+    assert "Traceback" not in server.log()
+
+
 async def test_a_subscription_too_intricate_to_check_is_refused_with_a_code(database):
     subject, _, _ = await resident()
     chain = " ".join(f"fragment F{i} on Subscription {{ ...F{i + 1} }}" for i in range(400))
