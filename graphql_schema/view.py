@@ -224,10 +224,6 @@ def _a_message(message: object, starts: str, names: frozenset[str]) -> bool:
     return kind != starts or _an_operation(message.get("payload"))
 
 
-_TRANSPORT_NAMED = frozenset({"subscribe", "complete"})
-_LEGACY_NAMED = frozenset({"start", "stop"})
-
-
 _CLOSE_REASON_BYTES = 123  # what a close frame holds
 
 
@@ -247,36 +243,36 @@ class _ShortCloseReasons:
         await self._websocket.close(code=code, reason=cut)
 
 
-class _TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws, closing with 4400 on a message it cannot read (strawberry indexed
-    it and died with a traceback), with close reasons that fit a close frame."""
+class _ReadableMessages:
+    """What both WebSocket handlers add to strawberry's: close reasons that fit a close frame,
+    and a 4400 close for a message strawberry cannot read (it indexed it and died with a
+    traceback). `starts` is the type that starts an operation, `names` the types naming one."""
+
+    starts: str
+    names: frozenset[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.websocket = _ShortCloseReasons(self.websocket)  # type: ignore[assignment]
+        self.websocket = _ShortCloseReasons(self.websocket)
 
     async def handle_message(self, message: Any) -> None:
         """Handle a well-formed message; close the connection with 4400 on anything else."""
-        if not _a_message(message, "subscribe", _TRANSPORT_NAMED):
-            await self.handle_invalid_message(_NOT_A_MESSAGE)
-            return
-        await super().handle_message(message)
-
-
-class _LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """The legacy graphql-ws protocol, closing with 4400 on a message it cannot read, with
-    close reasons that fit a close frame."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.websocket = _ShortCloseReasons(self.websocket)  # type: ignore[assignment]
-
-    async def handle_message(self, message: Any) -> None:
-        """Handle a well-formed message; close the connection with 4400 on anything else."""
-        if not _a_message(message, "start", _LEGACY_NAMED):
+        if not _a_message(message, self.starts, self.names):
             await self.websocket.close(code=4400, reason=_NOT_A_MESSAGE)
             return
-        await super().handle_message(message)
+        await super().handle_message(message)  # type: ignore[misc]
+
+
+class _TransportWSHandler(_ReadableMessages, BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, with readable messages only."""
+
+    starts, names = "subscribe", frozenset({"subscribe", "complete"})
+
+
+class _LegacyWSHandler(_ReadableMessages, BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws protocol, with readable messages only."""
+
+    starts, names = "start", frozenset({"start", "stop"})
 
 
 class PuhuiGraphQL(GraphQL):
