@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.serve_support import serving
 
@@ -42,16 +43,35 @@ class Subscription:
 
 
 @contextlib.asynccontextmanager
-async def subscribed(base: str, jwt: str | None, query: str) -> AsyncIterator[Subscription]:
-    """Connect, authenticate in connection_init, and start `query`."""
+async def acknowledged(
+    base: str, jwt: str | None, protocol: str = "graphql-transport-ws"
+) -> AsyncIterator[ClientConnection]:
+    """A WebSocket of `protocol`, authenticated in connection_init and acknowledged."""
     url = base.replace("http://", "ws://") + "/graphql"
-    async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:
+    async with connect(url, subprotocols=[protocol]) as ws:
         init: dict[str, Any] = {"type": "connection_init"}
         if jwt is not None:
             init["payload"] = {"authorization": f"Bearer {jwt}"}
         await ws.send(json.dumps(init))
-        sub = Subscription(ws)
-        ack = await sub.message()
+        async with asyncio.timeout(WAIT):
+            ack = json.loads(await ws.recv())
         assert ack["type"] == "connection_ack", ack
+        yield ws
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    """The code the server closes `ws` with (1006 when it sent no close frame), any messages
+    before it skipped (a keep-alive)."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            async with asyncio.timeout(WAIT):
+                await ws.recv()
+    return ws.close_code
+
+
+@contextlib.asynccontextmanager
+async def subscribed(base: str, jwt: str | None, query: str) -> AsyncIterator[Subscription]:
+    """Connect, authenticate in connection_init, and start `query`."""
+    async with acknowledged(base, jwt) as ws:
         await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
-        yield sub
+        yield Subscription(ws)

@@ -14,7 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers import contract_operations, credit_code, data, token, unique
-from tests.live_support import served, subscribed
+from tests.live_support import acknowledged, close_code, served, subscribed
 from tests.points_support import behavior_scenario, consent, event, resident, set_rate
 from tests.serve_support import serving
 
@@ -124,7 +124,6 @@ async def test_a_connection_stops_acting_for_its_caller_when_the_token_expires(c
 async def test_a_message_that_cannot_be_read_closes_the_connection_with_4400(database):
     subject, _, _ = await resident()
     async with serving() as server:
-        url = server.base.replace("http://", "ws://") + "/graphql"
         for protocol, start, stop in (("graphql-transport-ws", "subscribe", "complete"),
                                       ("graphql-ws", "start", "stop")):
             for junk in ("[1, 2]", "[]", '"x"', "1", "null", '{"id": "1"}',
@@ -135,37 +134,22 @@ async def test_a_message_that_cannot_be_read_closes_the_connection_with_4400(dat
                          json.dumps({"type": start, "id": "1", "payload": {"query": 1}}),
                          json.dumps({"type": start, "id": "1",
                                      "payload": {"query": ACCOUNT_CHANGED, "variables": []}})):
-                async with connect(url, subprotocols=[protocol]) as ws:
-                    await ws.send(json.dumps({"type": "connection_init", "payload": {
-                        "authorization": f"Bearer {token(subject)}"}}))
-                    assert json.loads(await ws.recv())["type"] == "connection_ack"
+                async with acknowledged(server.base, token(subject), protocol) as ws:
                     await ws.send(junk)
-                    with pytest.raises(ConnectionClosed) as closed:
-                        while True:  # the legacy protocol may send a keep-alive first
-                            await asyncio.wait_for(ws.recv(), 20)
-                    assert closed.value.rcvd is not None, (protocol, junk)
-                    assert closed.value.rcvd.code == 4400, (protocol, junk)
+                    assert await close_code(ws) == 4400, (protocol, junk)
     assert "Traceback" not in server.log()
 
 
 async def test_closes_whose_reasons_quote_the_client_fit_a_close_frame(database):
     subject, _, _ = await resident()
     async with serving() as server:
-        url = server.base.replace("http://", "ws://") + "/graphql"
         subscribe = {"id": "订" * 60, "type": "subscribe", "payload": {"query": ACCOUNT_CHANGED}}
         for messages, code in (([{"type": "类" * 100}], 4400),   # "Unknown message type: ..."
                                ([subscribe, subscribe], 4409)):  # "Subscriber for ... already exists"
-            async with connect(url, subprotocols=["graphql-transport-ws"]) as ws:
-                await ws.send(json.dumps({"type": "connection_init", "payload": {
-                    "authorization": f"Bearer {token(subject)}"}}))
-                assert json.loads(await ws.recv())["type"] == "connection_ack"
+            async with acknowledged(server.base, token(subject)) as ws:
                 for message in messages:
                     await ws.send(json.dumps(message))
-                with pytest.raises(ConnectionClosed) as closed:
-                    while True:
-                        await asyncio.wait_for(ws.recv(), 20)
-                assert closed.value.rcvd is not None, messages[0]["type"][:10]
-                assert closed.value.rcvd.code == code
+                assert await close_code(ws) == code, messages[0]["type"][:10]
     assert "Traceback" not in server.log()
 
 
