@@ -172,9 +172,20 @@ def count_groups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
+def as_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's stock gate as it starts: no mark it could not write is noted (a test that
+    ran with the store down leaves one)."""
+    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+
+
+def marks_since_key() -> str:
+    """The store key of the stock gate's marks-since: since when the store holds every mark."""
+    return stock_gate.store_key("gate", "marks-since")
+
+
 async def hold_every_mark() -> None:
     """The stock gate's store as after a quiet start: it has held every replay mark for a day,
     and no window after a loss is open."""
-    await get_store().set(stock_gate.store_key("gate", "marks-since"),
+    await get_store().set(marks_since_key(),
                           repr(time.time() - stock_gate.REPLAY_TTL - 60))
     await get_store().delete(stock_gate.store_key("gate", "unsure"))

@@ -26,10 +26,12 @@ from points.credit import flush_refreshes
 from tests.helpers import unique
 from tests.mall_support import (
     approved_merchant,
+    as_at_start,
     cancel,
     count_groups,
     hold_every_mark,
     listed_right,
+    marks_since_key,
     outcome,
     points_of,
     redeem,
@@ -421,8 +423,7 @@ async def _sold_by_one_redemption(
     """A right of stock 1 that `buyer` redeemed with `key` (the first answer), a resident `late`
     who comes after, and a store holding every replay mark of the last day:
     (right id, buyer, late, key, first answer)."""
-    # This process as at start (tests with the store down before left a lost mark).
-    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+    as_at_start(monkeypatch)
     merchant = await approved_merchant(client)
     right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
     buyer, late = await resident(points=100), await resident(points=100)
@@ -445,7 +446,7 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
     out, and so does the retry once the store again holds every mark of the last day."""
     right_id, buyer, late, key, first = await _sold_by_one_redemption(client, monkeypatch)
     store = get_store()
-    marks_since = stock_gate.store_key("gate", "marks-since")
+    marks_since = marks_since_key()
     await store.delete(stock_gate.replay_key(buyer.subject, key))
     if loss == "restart":  # everything the store held is gone
         await store.delete(stock_gate.gate_key(decode_id("Right", right_id)), marks_since)
@@ -453,7 +454,7 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
         stock_gate.note_lost_mark(time.time())
         await stock_gate._publishing["task"]
         # The retry lands on a process that noted nothing itself.
-        monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+        as_at_start(monkeypatch)
     assert outcome(await redeem(client, late, right_id)) == "OUT_OF_STOCK"
     again = await redeem(client, buyer, right_id, key=key)
     assert again["userErrors"] == [] and again["redemption"] == first["redemption"]
@@ -467,7 +468,7 @@ async def test_a_retry_after_the_store_lost_its_mark_replays_past_a_sold_out_gat
     # process that noted nothing).
     await store.set(marks_since, str(time.time() - stock_gate.REPLAY_TTL - 1))
     await store.delete(stock_gate.store_key("gate", "unsure"))
-    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+    as_at_start(monkeypatch)
     assert outcome(await redeem(client, buyer, right_id, key=key)) == "OUT_OF_STOCK"
 
 
@@ -480,7 +481,7 @@ async def test_a_retry_just_after_the_store_was_emptied_replays_its_redemption(
     counting its marks again."""
     right_id, buyer, late, key, first = await _sold_by_one_redemption(client, monkeypatch)
     store = get_store()
-    marks_since = stock_gate.store_key("gate", "marks-since")
+    marks_since = marks_since_key()
     await store.delete(stock_gate.replay_key(buyer.subject, key),
                        stock_gate.gate_key(decode_id("Right", right_id)), marks_since)
     # Someone else's request comes first: the store's count of marks starts again from now.
@@ -493,6 +494,18 @@ async def test_a_retry_just_after_the_store_was_emptied_replays_its_redemption(
     assert await points_of(buyer.participant_id) == (90, 0)
 
 
+async def _one_left_after_a_quiet_start(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, int]:
+    """A new right with one item left, the store holding every mark of the last day and this
+    process as it starts: (right's global id, its row id)."""
+    as_at_start(monkeypatch)
+    await hold_every_mark()
+    merchant = await approved_merchant(client)
+    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
+    return right_id, decode_id("Right", right_id)
+
+
 @pytest.mark.skipif(dialect() != "postgres",
                     reason="SQLite runs one transaction at a time: no retry overtakes an open one")
 async def test_a_retry_overtaking_its_first_request_after_the_store_lost_its_data_replays(
@@ -501,13 +514,8 @@ async def test_a_retry_overtaking_its_first_request_after_the_store_lost_its_dat
     """The first request (key K) holds the last item in an open transaction; the store is
     emptied; two other residents come (the second finds the count of marks started again);
     then the retry of K comes before the first request commits: it waits for it and replays."""
-    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
-    await hold_every_mark()
-    store = get_store()
-    marks_since = stock_gate.store_key("gate", "marks-since")
-    merchant = await approved_merchant(client)
-    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
-    rid = decode_id("Right", right_id)
+    right_id, rid = await _one_left_after_a_quiet_start(client, monkeypatch)
+    store, marks_since = get_store(), marks_since_key()
     buyer, late1, late2 = (
         await resident(points=100), await resident(points=100), await resident(points=100))
     key = unique("k")
@@ -548,13 +556,8 @@ async def test_a_retry_of_a_request_past_the_gate_not_yet_claimed_after_a_loss_g
     lane) when the store is emptied; another resident takes the rebuilt counter's token; a sold-
     out answer starts the count of marks again; then the first request's retry comes. Both get
     one and the same result."""
-    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
-    await hold_every_mark()
-    store = get_store()
-    marks_since = stock_gate.store_key("gate", "marks-since")
-    merchant = await approved_merchant(client)
-    right_id = await listed_right(client, merchant, pointsPrice="10", stock=1, perPersonLimit=5)
-    rid = decode_id("Right", right_id)
+    right_id, rid = await _one_left_after_a_quiet_start(client, monkeypatch)
+    store, marks_since = get_store(), marks_since_key()
     buyer = await resident(points=100)
     slow = await resident(points=0)   # takes a token, will be refused (no points)
     poor = await resident(points=0)   # the first sold-out answer after the loss

@@ -10,7 +10,15 @@ import pytest
 from app.redis import get_store
 from mall import stock_gate
 from tests.helpers import unique
-from tests.mall_support import approved_merchant, listed_right, outcome, redeem, resident
+from tests.mall_support import (
+    approved_merchant,
+    as_at_start,
+    listed_right,
+    marks_since_key,
+    outcome,
+    redeem,
+    resident,
+)
 
 pytestmark = pytest.mark.usefixtures("every_mark_held_afterwards")
 
@@ -22,10 +30,10 @@ async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
     moment: every mark (sold out), a mark lost within the day (ask the database), or nothing at
     all (the store lost what it held: let the database decide for two minutes, on the store's
     clock, and start the count again)."""
-    monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+    as_at_start(monkeypatch)
     store = get_store()
     right_id = 10**9 + 7  # the gate alone: a counter set by hand
-    marks_since = stock_gate.store_key("gate", "marks-since")
+    marks_since = marks_since_key()
     await store.set(stock_gate.gate_key(right_id), "0", stock_gate.GATE_TTL)
     try:
         await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 1))
@@ -38,7 +46,7 @@ async def test_a_sold_out_answer_reads_the_stores_marks_since_in_the_same_step(
         await store.set(marks_since, repr(time.time() - stock_gate.REPLAY_TTL - 1))
         monkeypatch.setattr(stock_gate, "_marks", {"lost": time.time()})
         assert await stock_gate.take(right_id, 1, "s", unique("k")) is stock_gate.Gate.SOLD_OUT_RECENT
-        monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+        as_at_start(monkeypatch)
         # The store lost everything it held but the counter (rebuilt already): unsure, and the
         # count starts again (from now, or a day back when no redemption was made in the day).
         await store.delete(marks_since)
@@ -64,13 +72,13 @@ async def test_a_store_that_lost_its_count_gets_it_back_only_with_its_window(
     still under way is covered: its retry goes to the database for the window's two minutes."""
     store = get_store()
     right_id = 10**9 + 8
-    marks_since = stock_gate.store_key("gate", "marks-since")
+    marks_since = marks_since_key()
     unsure = stock_gate.store_key("gate", "unsure")
     await store.set(stock_gate.gate_key(right_id), "0", stock_gate.GATE_TTL)
     try:
         # A mark lost during the outage is told once the store answers: no count is made.
         await store.delete(marks_since, unsure)
-        monkeypatch.setattr(stock_gate, "_marks", {"lost": 0.0})
+        as_at_start(monkeypatch)
         stock_gate.note_lost_mark(time.time())
         await stock_gate._publishing["task"]
         assert await store.get(marks_since) is None
