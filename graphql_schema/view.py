@@ -206,11 +206,11 @@ _UNAUTHENTICATED_CONNECTION: dict[str, object] = {
 
 
 def _an_operation(payload: object) -> bool:
-    """True for an operation strawberry can run: a string query and well-typed companions."""
-    return (isinstance(payload, dict) and isinstance(payload.get("query"), str)
-            and isinstance(payload.get("variables"), dict | None)
-            and isinstance(payload.get("operationName"), str | None)
-            and isinstance(payload.get("extensions"), dict | None))
+    """True for an operation strawberry can run over WebSocket: one as an HTTP body would be
+    (`_operation`), with a query and an operationName that is a string where given."""
+    operation = _operation(payload)
+    return (operation is not None and isinstance(operation.query, str)
+            and isinstance(operation.operation_name, str | None))
 
 
 def _a_message(message: object, starts: str, names: frozenset[str]) -> bool:
