@@ -59,13 +59,12 @@ def _no_constants(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
 _STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "INVALID_STATE": 409,
            "UNSUPPORTED_MEDIA_TYPE": 415}
-_HEADERS = {401: {"www-authenticate": "Bearer"}}
 
 
 def _error(code: str, message: str, **extra: Any) -> JSONResponse:
     status = _STATUS.get(code, 400)
-    return JSONResponse({"code": code, "message": message, **extra}, status,
-                        headers=_HEADERS.get(status))
+    headers = {"www-authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"code": code, "message": message, **extra}, status, headers=headers)
 
 
 def parse_line(index: int, line: bytes, grams_per_unit: int) -> Item | Rejection:
