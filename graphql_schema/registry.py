@@ -364,7 +364,7 @@ class Mutation:
                 name=input.name,
                 no_double_counting_commitment=input.no_double_counting_commitment,
             )
-            return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+            return await _scenario_payload(row)
 
         return await attempt(run, _scenario_refused)
 
@@ -381,7 +381,7 @@ class Mutation:
                 input.comment,
                 input.publicity_starts_on,
             )
-            return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+            return await _scenario_payload(row)
 
         return await attempt(run, _scenario_refused)
 
@@ -392,7 +392,7 @@ class Mutation:
 
         async def run() -> ScenarioPayload:
             row = await scenarios.publish_scenario(principal, decode_id("Scenario", input.id))
-            return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+            return await _scenario_payload(row)
 
         return await attempt(run, _scenario_refused)
 
@@ -462,6 +462,11 @@ class Mutation:
         return await attempt(run, _authorization_refused)
 
 
+async def _scenario_payload(row: m.Scenario) -> ScenarioPayload:
+    """The payload of a scenario mutation that went through."""
+    return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+
+
 async def _change_scenario(
     info: Info, input: StatusChangeInput,
     change: Callable[[Principal, int, str | None], Awaitable[m.Scenario]],
@@ -471,7 +476,7 @@ async def _change_scenario(
 
     async def run() -> ScenarioPayload:
         row = await change(principal, decode_id("Scenario", input.id), input.reason)
-        return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
+        return await _scenario_payload(row)
 
     return await attempt(run, _scenario_refused)
 
