@@ -133,18 +133,23 @@ def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
     return sum(_cpu(pid) for pid in (server.pid, *_children(server.pid)))
 
 
-def worker_cpu(server: subprocess.Popen[bytes]) -> dict[int, float]:
-    """CPU time used so far by each worker process of a server, by pid (not counting
-    multiprocessing's resource tracker)."""
-    found = {}
-    for pid in _children(server.pid):
+def worker_pids(pid: int) -> list[int]:
+    """The worker processes of the server `pid`: its children, not counting multiprocessing's
+    resource tracker; the server itself when it serves alone (one worker runs in-process)."""
+    found = []
+    for child in _children(pid):
         try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
         if b"resource_tracker" not in command:
-            found[pid] = _cpu(pid)
-    return found
+            found.append(child)
+    return found or [pid]
+
+
+def worker_cpu(server: subprocess.Popen[bytes]) -> dict[int, float]:
+    """CPU time used so far by each worker process of a server, by pid."""
+    return {pid: _cpu(pid) for pid in worker_pids(server.pid)}
 
 
 def _rss_kb(pid: int) -> int:
@@ -169,9 +174,11 @@ class RssWatch:
 
     def sample(self) -> None:
         """Take one sample."""
-        worker_kb = sum(_rss_kb(p) for p in _children(self.pid))
+        workers = worker_pids(self.pid)
+        worker_kb = sum(_rss_kb(p) for p in workers)
+        others = sum(_rss_kb(p) for p in {self.pid, *_children(self.pid)} - set(workers))
         self.peak_workers_kb = max(self.peak_workers_kb, worker_kb)
-        self.peak_total_kb = max(self.peak_total_kb, worker_kb + _rss_kb(self.pid))
+        self.peak_total_kb = max(self.peak_total_kb, worker_kb + others)
 
     async def _run(self) -> None:
         """Sample until cancelled."""
