@@ -23,7 +23,9 @@ import asyncio
 import csv
 import io
 import logging
+import os
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -37,7 +39,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import Bench, RssWatch, add_residents, worker_cpu
+from bench.support import Bench, RssWatch, add_residents, postgres_cpu, worker_cpu
 
 log = logging.getLogger("bench.ingest")
 SECRET = "bench-secret-for-the-ingest-benchmark-0123456789"
@@ -58,6 +60,47 @@ class Figures:
     peak_rss_mb: float
     peak_total_rss_mb: float
     ingest_worker_cpu_s: list[float]
+    ingest_cpu: Cpu
+    issue_cpu: Cpu
+
+
+@dataclass
+class Cpu:
+    """CPU seconds spent during one phase: by the server's workers, by PostgreSQL (None when it
+    does not run on this machine), and by this benchmark's own process (the client)."""
+
+    workers: float
+    postgres: float | None
+    client: float
+
+    def line(self) -> str:
+        """The figures as one printed line, with the wall time they need at the least."""
+        spent = self.workers + (self.postgres or 0.0) + self.client
+        postgres = "n/a" if self.postgres is None else f"{self.postgres:.2f} s"
+        return (f"workers {self.workers:.2f} s, PostgreSQL {postgres}, client {self.client:.2f} s:"
+                f" at least {spent / os.cpu_count():.2f} s of wall on {os.cpu_count()} cores")
+
+
+class CpuWatch:
+    """Reads the CPU time of the server's workers, PostgreSQL and this process around a phase."""
+
+    def __init__(self, server: subprocess.Popen[bytes]) -> None:
+        self.server = server
+        self.workers = worker_cpu(server)
+        self.postgres = postgres_cpu()
+        self.client = time.process_time()
+
+    def per_worker(self) -> list[float]:
+        """CPU seconds of each worker since the start, the busiest first."""
+        now = worker_cpu(self.server)
+        return sorted((now[p] - self.workers.get(p, 0.0) for p in now), reverse=True)
+
+    def spent(self) -> Cpu:
+        """What was spent since the start."""
+        postgres = postgres_cpu()
+        return Cpu(sum(self.per_worker()),
+                   None if postgres is None or self.postgres is None else postgres - self.postgres,
+                   time.process_time() - self.client)
 
 
 def parse_args() -> argparse.Namespace:
@@ -233,18 +276,20 @@ async def run(args: argparse.Namespace) -> Figures:
             watch = RssWatch(server.pid)
             watch.start()
             log.info("streaming %d records in %d requests", args.records, len(bodies))
-            cpu_before = worker_cpu(server)
+            watch_cpu = CpuWatch(server)
             accepted, ingest_s = await ingest(base, code, operator, bodies)
-            cpu_after = worker_cpu(server)
-            ingest_cpu = sorted((cpu_after[p] - cpu_before.get(p, 0.0) for p in cpu_after), reverse=True)
+            per_worker, ingest_cpu = watch_cpu.per_worker(), watch_cpu.spent()
             log.info("issuing")
+            watch_cpu = CpuWatch(server)
             issuance, issue_s = await issue(base, code, center)
+            issue_cpu = watch_cpu.spent()
             watch.sample()
             await watch.stop()
             if not await asyncio.to_thread(bench.ledger_verify):
                 raise RuntimeError("ledger verify failed after the benchmark")
     return Figures(args.records, accepted, ingest_s, issuance["records"], issue_s, copy_s,
-                   copy_binary_s, watch.peak_workers_kb / 1024, watch.peak_total_kb / 1024, ingest_cpu)
+                   copy_binary_s, watch.peak_workers_kb / 1024, watch.peak_total_kb / 1024, per_worker,
+                   ingest_cpu, issue_cpu)
 
 
 def report(f: Figures) -> str:
@@ -257,7 +302,9 @@ def report(f: Figures) -> str:
         f"ingest                {f.ingest_s:>12.2f} s  {f.records / f.ingest_s:>12,.0f} records/s",
         "  CPU per worker      " + ", ".join(f"{s:.2f} s" for s in f.ingest_worker_cpu_s)
         + "  (the workers share one listening socket: one may take every stream)",
+        "  CPU                 " + f.ingest_cpu.line(),
         f"issuance              {f.issue_s:>12.2f} s  {f.issued_records / f.issue_s:>12,.0f} records/s",
+        "  CPU                 " + f.issue_cpu.line(),
         f"plain COPY (CSV)      {f.copy_s:>12.2f} s  {f.records / f.copy_s:>12,.0f} rows/s",
         f"plain COPY (binary)   {f.copy_binary_s:>12.2f} s  {f.records / f.copy_binary_s:>12,.0f} rows/s",
         f"(ingest + issue)/COPY {ratio:>12.2f}   (CSV COPY; target <= 4; {binary_ratio:.2f} "

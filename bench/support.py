@@ -119,18 +119,48 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/`pid`/stat after the command name (from the state on); [] once gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def _cpu(pid: int) -> float:
     """CPU time (user + system) used so far by process `pid`, 0 once it is gone (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
 
 def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
     """CPU time (user + system) used so far by a server and its worker processes (Linux /proc)."""
     return sum(_cpu(pid) for pid in (server.pid, *_children(server.pid)))
+
+
+def postgres_cpu() -> float | None:
+    """CPU time used so far by the PostgreSQL server on this machine: its live processes, and
+    those that exited (the postmaster's reaped children); None when no server runs here."""
+    ticks = 0
+    found = False
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if entry.joinpath("comm").read_text().strip() != "postgres":
+                continue
+        except OSError:
+            continue
+        fields = _stat(int(entry.name))
+        if not fields:
+            continue
+        found = True
+        ticks += int(fields[11]) + int(fields[12])
+        try:
+            postmaster = Path(f"/proc/{fields[1]}/comm").read_text().strip() != "postgres"
+        except OSError:
+            postmaster = True
+        if postmaster:
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def worker_pids(pid: int) -> list[int]:
