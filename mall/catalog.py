@@ -122,7 +122,8 @@ async def _from_database(
         for r in rows[:first]
     ]
     upcoming = await Right.filter(paused=False, valid_from__gt=now).order_by("valid_from").first()
-    boundaries = [r.valid_until for r in listed if r.valid_until is not None]
+    # The extra row too: once it expires, the page may have no next one.
+    boundaries = [r.valid_until for r in rows if r.valid_until is not None]
     if upcoming is not None:
         boundaries.append(upcoming.valid_from)
     return listed, len(rows) > first, listing_expiry(now, PAGE_TTL, boundaries)

@@ -137,6 +137,19 @@ async def test_a_future_right_appears_when_its_window_opens(client):
     assert right_id in _nodes(await listing(client, viewer, category=category))
 
 
+async def test_a_page_no_longer_has_a_next_once_the_right_after_it_expires(client):
+    merchant = await approved_merchant(client)
+    category = unique("cat")
+    await listed_right(client, merchant, category=category, validUntil=iso(timedelta(seconds=1.5)))
+    newest = await listed_right(client, merchant, category=category)
+    viewer = token()
+    page = await listing(client, viewer, first=1, category=category)
+    assert list(_nodes(page)) == [newest] and page["pageInfo"]["hasNextPage"] is True
+    await asyncio.sleep(2)
+    page = await listing(client, viewer, first=1, category=category)
+    assert list(_nodes(page)) == [newest] and page["pageInfo"]["hasNextPage"] is False
+
+
 async def test_restock_and_sold_out_shown_at_zero(client):
     merchant = await approved_merchant(client)
     category = unique("cat")
