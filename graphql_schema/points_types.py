@@ -118,7 +118,9 @@ class Growth:
             experience_to_next_level=growth.experience_to_next_level,
         )
 
-    @strawberry.field(description="Behavior events, newest first.")
+    @strawberry.field(description=(
+        "Behavior events in the order they were recorded, the latest first: what was earned"
+        " most recently. An operator may send an event up to 90 days after its occurredAt."))
     async def behaviors(self, first: int, after: str | None = None) -> Connection[BehaviorRecord]:
         """Page through the growth history."""
         size = page_size(first)

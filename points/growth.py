@@ -118,7 +118,7 @@ async def record_crossings(
 async def behavior_page(
     participant_id: int, first: int, before_id: int | None
 ) -> list[BehaviorEntry]:
-    """Up to `first + 1` of a participant's behavior events, newest first, older than before_id."""
+    """Up to `first + 1` of a participant's behavior events, latest recorded first, before before_id."""
     query = BehaviorEvent.filter(participant_id=participant_id)
     if before_id is not None:
         query = query.filter(id__lt=before_id)
