@@ -93,10 +93,10 @@ class CarbonAccount:
     async def entries(self, first: int, after: str | None = None) -> Connection[LedgerEntry]:
         """Page through the account's ledger entries."""
         size = page_size(first)
-        before = decode_cursor(after)
+        before = decode_cursor("entry", after)
         ids = [await holder_account_id(self.participant_id, asset) for asset in Asset]
         rows = await ledger_queries.entries_page(ids, size, before)
-        return build_connection(rows, size, lambda r: r.id, LedgerEntry.from_row)
+        return build_connection("entry", rows, size, lambda r: r.id, LedgerEntry.from_row)
 
 
 async def load_account(participant_id: int) -> CarbonAccount:

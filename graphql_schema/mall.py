@@ -63,9 +63,9 @@ class MerchantAccount:
     async def rights(self, first: int, after: str | None = None) -> Connection[Right]:
         """Page through the merchant's rights."""
         size = page_size(first)
-        rows = await right_service.merchant_rights(self.merchant_id, size, decode_cursor(after))
+        rows = await right_service.merchant_rights(self.merchant_id, size, decode_cursor("right", after))
         views = dict(zip([r.id for r in rows], await rights_of(rows), strict=True))
-        return build_connection(rows, size, lambda r: r.id, lambda r: views[r.id])
+        return build_connection("right", rows, size, lambda r: r.id, lambda r: views[r.id])
 
     @strawberry.field(description="Redemptions of the merchant's rights, newest first (codes hidden).")
     async def redemptions(self, first: int, after: str | None = None) -> Connection[Redemption]:
@@ -76,8 +76,9 @@ class MerchantAccount:
     async def buybacks(self, first: int, after: str | None = None) -> Connection[Buyback]:
         """Page through the merchant's buy-backs."""
         size = page_size(first)
-        rows = await buyback_service.buybacks_page(size, decode_cursor(after), merchant_id=self.merchant_id)
-        return build_connection(rows, size, lambda r: r.id, Buyback.from_row)
+        rows = await buyback_service.buybacks_page(
+            size, decode_cursor("buyback", after), merchant_id=self.merchant_id)
+        return build_connection("buyback", rows, size, lambda r: r.id, Buyback.from_row)
 
 
 async def _merchant_account(row: MerchantRow) -> MerchantAccount:
@@ -248,8 +249,8 @@ class Query:
     ) -> Connection[Right]:
         """The mall listing, served from a cache with live stock."""
         size = page_size(first)
-        page = await catalog.rights_page(size, decode_cursor(after), category)
-        edges = [Edge(cursor=encode_cursor(r.id), node=Right.from_listed(r)) for r in page.rights]
+        page = await catalog.rights_page(size, decode_cursor("mall", after), category)
+        edges = [Edge(cursor=encode_cursor("mall", r.id), node=Right.from_listed(r)) for r in page.rights]
         return Connection(
             edges=edges,
             page_info=PageInfo(
@@ -271,12 +272,12 @@ class Query:
         """Center and exchange: merchants, newest first (the read is audited: contacts are people)."""
         size = page_size(first)
         query = MerchantRow.all() if status is None else MerchantRow.filter(status=status.value)
-        before = decode_cursor(after)
+        before = decode_cursor("merchant", after)
         if before is not None:
             query = query.filter(id__lt=before)
         rows = await query.order_by("-id").limit(size + 1)
         await _audit_list(info, "merchant.list", "Merchant", status, rows[:size])
-        return build_connection(rows, size, lambda r: r.id, Merchant.from_row)
+        return build_connection("merchant", rows, size, lambda r: r.id, Merchant.from_row)
 
     @strawberry.field(permission_classes=[Center], description="Buy-back requests by status.")
     async def buybacks(
@@ -286,10 +287,10 @@ class Query:
         """Center: buy-backs to settle, newest first (the read is audited)."""
         size = page_size(first)
         rows = await buyback_service.buybacks_page(
-            size, decode_cursor(after), status=status.value if status else None
+            size, decode_cursor("buyback", after), status=status.value if status else None
         )
         await _audit_list(info, "buyback.list", "Buyback", status, rows[:size])
-        return build_connection(rows, size, lambda r: r.id, Buyback.from_row)
+        return build_connection("buyback", rows, size, lambda r: r.id, Buyback.from_row)
 
 
 async def _audit_list(

@@ -1,4 +1,8 @@
-"""Relay-style connections with opaque keyset cursors (newest first by id)."""
+"""Relay-style connections with opaque keyset cursors (newest first by id).
+
+A cursor names its list (`kind`) with its position, so a cursor handed to another list is
+refused rather than read as a position there.
+"""
 
 from __future__ import annotations
 
@@ -41,24 +45,24 @@ class Connection(Generic[T]):
     page_info: PageInfo
 
 
-def encode_cursor(position: int) -> str:
-    """The opaque cursor for a keyset position."""
-    return base64.urlsafe_b64encode(f"c:{position}".encode()).decode().rstrip("=")
+def encode_cursor(kind: str, position: int) -> str:
+    """The opaque cursor for a keyset position in the list `kind`."""
+    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None) -> int | None:
-    """The keyset position inside a cursor; INVALID_INPUT for anything that is not one."""
+def decode_cursor(kind: str, cursor: str | None) -> int | None:
+    """The keyset position inside a cursor of the list `kind`; INVALID_INPUT for anything else."""
     if cursor is None:
         return None
     try:
         raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
         tag, _, value = raw.partition(":")
         # ASCII digits only (str.isdigit also takes other scripts' digits), within a BIGINT.
-        if tag == "c" and value.isascii() and value.isdigit() and int(value) <= MAX_POSITION:
+        if tag == kind and value.isascii() and value.isdigit() and int(value) <= MAX_POSITION:
             return int(value)
     except (binascii.Error, UnicodeError, ValueError):
         pass
-    raise InvalidInput("Not a valid cursor.", "after")
+    raise InvalidInput("Not a valid cursor of this list.", "after")
 
 
 def page_size(first: int) -> int:
@@ -69,11 +73,12 @@ def page_size(first: int) -> int:
 
 
 def build_connection(
-    rows: Sequence[N], first: int, position: Callable[[N], int], node: Callable[[N], T]
+    kind: str, rows: Sequence[N], first: int, position: Callable[[N], int], node: Callable[[N], T]
 ) -> Connection[T]:
-    """A connection from `first + 1` fetched rows: the extra row only tells there is more."""
+    """A connection of the list `kind` from `first + 1` fetched rows: the extra row only tells
+    there is more."""
     page = list(rows[:first])
-    edges = [Edge(cursor=encode_cursor(position(r)), node=node(r)) for r in page]
+    edges = [Edge(cursor=encode_cursor(kind, position(r)), node=node(r)) for r in page]
     return Connection(
         edges=edges,
         page_info=PageInfo(

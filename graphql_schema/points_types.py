@@ -124,8 +124,8 @@ class Growth:
     async def behaviors(self, first: int, after: str | None = None) -> Connection[BehaviorRecord]:
         """Page through the growth history."""
         size = page_size(first)
-        rows = await growth_service.behavior_page(self.participant_id, size, decode_cursor(after))
-        return build_connection(rows, size, lambda r: r.id, BehaviorRecord.of)
+        rows = await growth_service.behavior_page(self.participant_id, size, decode_cursor("behavior", after))
+        return build_connection("behavior", rows, size, lambda r: r.id, BehaviorRecord.of)
 
     @strawberry.field(description="Levels reached, newest first.")
     async def level_crossings(
@@ -133,9 +133,9 @@ class Growth:
     ) -> Connection[LevelCrossing]:
         """Page through the levels reached, each with its time."""
         size = page_size(first)
-        rows = await growth_service.crossing_page(self.participant_id, size, decode_cursor(after))
+        rows = await growth_service.crossing_page(self.participant_id, size, decode_cursor("crossing", after))
         return build_connection(
-            rows, size, lambda r: r.id,
+            "crossing", rows, size, lambda r: r.id,
             lambda r: LevelCrossing(from_code=r.from_code, to_code=r.to_code,
                                     experience=r.experience, crossed_at=r.crossed_at),
         )

@@ -201,10 +201,10 @@ class Query:
         """A scenario's issuances, newest first (staff, or the scenario's own operator)."""
         size = page_size(first)
         rows = await traceability.scenario_issuances(
-            info.context.caller(), scenario_code, size, decode_cursor(after)
+            info.context.caller(), scenario_code, size, decode_cursor("issuance", after)
         )
         return build_connection(
-            rows, size, lambda r: r.id, lambda r: ScenarioIssuance.from_row(r, scenario_code)
+            "issuance", rows, size, lambda r: r.id, lambda r: ScenarioIssuance.from_row(r, scenario_code)
         )
 
     @strawberry.field(permission_classes=[Staff])
