@@ -32,10 +32,14 @@ SELECT participant_id, granted_at, revoked_at FROM registry_scenario_authorizati
 WHERE scenario_code = $1 AND participant_id = ANY($2::bigint[])
 """
 
+# One probe of the unique index per ref, whatever the statistics say: a lateral subquery with
+# a LIMIT is never turned into a join, so the refs are always the outer side. (As an EXISTS, a
+# scenario that grew since the table was last analyzed looked empty, and the plan scanned its
+# records once per ref.)
 _STORED = """
 SELECT s.ref FROM unnest($2::text[]) AS s(ref)
-WHERE EXISTS (SELECT 1 FROM registry_scenario_record r
-               WHERE r.scenario_id = $1 AND r.external_ref = s.ref)
+CROSS JOIN LATERAL (SELECT 1 FROM registry_scenario_record r
+                    WHERE r.scenario_id = $1 AND r.external_ref = s.ref LIMIT 1) AS stored
 """
 
 
