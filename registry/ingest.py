@@ -58,7 +58,7 @@ def _no_constants(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
 _STATUS = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404, "INVALID_STATE": 409,
-           "UNSUPPORTED_MEDIA_TYPE": 415}
+           "UNSUPPORTED_MEDIA_TYPE": 415, "INTERNAL_SERVER_ERROR": 500}
 
 
 def _error(code: str, message: str, **extra: Any) -> JSONResponse:
@@ -253,6 +253,26 @@ class _Result:
             self.spool.close()
 
 
+async def _settle_in_flight(
+    code: str, applying: asyncio.Task[Outcome] | None, result: _Result,
+    handled: BaseException | None = None,
+) -> None:
+    """Wait for the chunk handed over when the stream stopped, and count it if it was applied
+    (a failure of its own is logged, unless it is the one being `handled`)."""
+    if applying is None:
+        return
+    [last] = await asyncio.gather(applying, return_exceptions=True)
+    if isinstance(last, Outcome):
+        result.accepted += last.accepted
+        result.duplicates += last.duplicates
+    elif applying.cancelled() or last is handled:
+        return
+    elif isinstance(last, DomainError):
+        log.info("ingest of %s: the chunk in flight was refused: %s", code, last.message)
+    else:
+        log.error("ingest of %s: the chunk in flight failed", code, exc_info=last)
+
+
 async def ingest_scenario_records(request: Request) -> Response:
     """Apply an NDJSON body of records of the caller's published scenario, chunk by chunk."""
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
@@ -285,18 +305,21 @@ async def ingest_scenario_records(request: Request) -> Response:
         return _error(exc.code, exc.message, accepted=result.accepted, duplicates=result.duplicates)
     except ClientDisconnect:
         result.spool.close()
-        accepted = result.accepted
-        if applying is not None:
-            [last] = await asyncio.gather(applying, return_exceptions=True)
-            if isinstance(last, Outcome):
-                accepted += last.accepted
-            elif isinstance(last, DomainError):
-                log.info("ingest of %s: the chunk in flight was refused: %s", terms.code, last.message)
-            else:
-                log.error("ingest of %s: the chunk in flight failed", terms.code, exc_info=last)
+        await _settle_in_flight(terms.code, applying, result)
         log.warning("ingest of %s stopped: the client disconnected; the %d records accepted before"
-                    " stay accepted", terms.code, accepted)
+                    " stay accepted", terms.code, result.accepted)
         return Response(status_code=400)  # nobody is left to read it
+    except Exception as exc:  # e.g. the database connection lost: logged once, answered with a code
+        result.spool.close()
+        log.exception("ingest of %s failed", terms.code)
+        await _settle_in_flight(terms.code, applying, result, handled=exc)
+        log.warning("ingest of %s stopped after a failure; the %d records accepted before stay"
+                    " accepted", terms.code, result.accepted)
+        return _error(
+            "INTERNAL_SERVER_ERROR",
+            "The stream stopped on an unexpected failure; what was accepted before stays accepted."
+            " Send the body again: the lines already counted answer as duplicates.",
+            accepted=result.accepted, duplicates=result.duplicates)
     except BaseException:
         result.spool.close()
         if applying is not None and not applying.done():

@@ -142,6 +142,35 @@ async def test_a_stream_cut_off_keeps_the_chunks_applied_and_logs_no_error(
     assert (resent["accepted"], resent["duplicates"], resent["rejected"]) == (1, 4, [])
 
 
+async def test_a_failure_mid_stream_answers_a_code_with_what_stays_accepted(client, monkeypatch, caplog):
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
+    apply_batch = ingest.apply_batch
+    chunks = []
+
+    async def lose_the_database_on_the_second_chunk(*args):
+        chunks.append(args)
+        if len(chunks) == 2:
+            raise ConnectionError("the connection to the database was lost")
+        return await apply_batch(*args)
+
+    monkeypatch.setattr(ingest, "apply_batch", lose_the_database_on_the_second_chunk)
+    body = ndjson([record(who, 1, shanghai_noon(2) + timedelta(minutes=i), f"lost{i}") for i in range(5)])
+    with caplog.at_level(logging.INFO):
+        response = await stream(client, world, body)
+    assert response.status_code == 500
+    answer = response.json()
+    assert answer["code"] == "INTERNAL_SERVER_ERROR" and "Send the body again" in answer["message"]
+    assert (answer["accepted"], answer["duplicates"]) == (2, 0)
+    assert sorted(await _stored(world)) == ["lost0", "lost1"]
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(failures) == 1 and failures[0].exc_info is not None  # logged once, with its cause
+    monkeypatch.setattr(ingest, "apply_batch", apply_batch)
+    resent = (await stream(client, world, body)).json()
+    assert (resent["accepted"], resent["duplicates"], resent["rejected"]) == (3, 2, [])
+
+
 async def test_date_times_are_read_as_the_mutation_reads_them(client):
     """The stream reads occurredAt as the GraphQL DateTime scalar does: the same records, the
     same instants, and what the scalar refuses is refused."""
