@@ -292,13 +292,17 @@ async def ingest_scenario_records(request: Request) -> Response:
     result = _Result()
     applying: asyncio.Task[Outcome] | None = None
     try:
+        # A chunk's outcome is taken off `applying` before it is counted, so a failure while
+        # counting it never counts it again below.
         async for chunk in read_chunks(request.stream(), terms.grams_per_unit, CHUNK_LINES):
             if applying is not None:
-                result.add(await applying)
+                outcome, applying = await applying, None
+                result.add(outcome)
                 result.check_room()
             applying = asyncio.create_task(apply_batch(terms, chunk, now))
         if applying is not None:
-            result.add(await applying)
+            outcome, applying = await applying, None
+            result.add(outcome)
     except DomainError as exc:
         result.spool.close()
         log.info("ingest of %s stopped: %s", terms.code, exc.message)

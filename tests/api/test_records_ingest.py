@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
+import io
 import json
 import logging
 from datetime import datetime, timedelta, timezone
@@ -169,6 +171,22 @@ async def test_a_failure_mid_stream_answers_a_code_with_what_stays_accepted(clie
     monkeypatch.setattr(ingest, "apply_batch", apply_batch)
     resent = (await stream(client, world, body)).json()
     assert (resent["accepted"], resent["duplicates"], resent["rejected"]) == (3, 2, [])
+
+
+async def test_a_failure_while_counting_a_chunk_counts_it_once(client, monkeypatch):
+    class FullDisk(io.BytesIO):
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
+    monkeypatch.setattr(ingest.tempfile, "SpooledTemporaryFile", lambda max_size: FullDisk())
+    lines = [record(who, 1, ago(hours=3), "full0"), {"subject": who}, record(who, 1, ago(hours=2), "full2")]
+    response = await stream(client, world, ndjson(lines))  # the first chunk's rejection is not kept
+    assert response.status_code == 500
+    assert (response.json()["accepted"], response.json()["duplicates"]) == (1, 0)
+    assert sorted(await _stored(world)) == ["full0"]
 
 
 async def test_date_times_are_read_as_the_mutation_reads_them(client):
