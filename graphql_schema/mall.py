@@ -77,8 +77,8 @@ class MerchantAccount:
         """Page through the merchant's buy-backs."""
         size = page_size(first)
         rows = await buyback_service.buybacks_page(
-            size, decode_cursor("buyback", after), merchant_id=self.merchant_id)
-        return build_connection("buyback", rows, size, lambda r: r.id, Buyback.from_row)
+            size, decode_cursor("merchant-buyback", after), merchant_id=self.merchant_id)
+        return build_connection("merchant-buyback", rows, size, lambda r: r.id, Buyback.from_row)
 
 
 async def _merchant_account(row: MerchantRow) -> MerchantAccount:

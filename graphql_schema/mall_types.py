@@ -167,12 +167,13 @@ async def redemption_connection(
 ) -> Connection[Redemption]:
     """A page of a resident's (codes shown) or a merchant's (codes hidden) redemptions."""
     size = page_size(first)
+    kind = "my-redemption" if participant_id is not None else "merchant-redemption"
     rows = await redemption_service.redemptions_page(
-        size, decode_cursor("redemption", after), participant_id=participant_id, merchant_id=merchant_id
+        size, decode_cursor(kind, after), participant_id=participant_id, merchant_id=merchant_id
     )
     views = await redemptions_of(rows[:size], show_codes=participant_id is not None)
     by_id = dict(zip([r.id for r in rows[:size]], views, strict=True))
-    return build_connection("redemption", rows, size, lambda r: r.id, lambda r: by_id[r.id])
+    return build_connection(kind, rows, size, lambda r: r.id, lambda r: by_id[r.id])
 
 
 @strawberry.type

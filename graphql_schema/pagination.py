@@ -1,7 +1,8 @@
 """Relay-style connections with opaque keyset cursors (newest first by id).
 
-A cursor names its list (`kind`) with its position, so a cursor handed to another list is
-refused rather than read as a position there.
+A cursor names its list (`kind`: one per connection field, and per scope where the field
+takes one, such as a scenario) with its position, so a cursor handed to another list is refused
+rather than read as a position there.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def decode_cursor(kind: str, cursor: str | None) -> int | None:
         return None
     try:
         raw = base64.urlsafe_b64decode((cursor + "=" * (-len(cursor) % 4)).encode()).decode()
-        tag, _, value = raw.partition(":")
+        tag, _, value = raw.rpartition(":")  # the position is digits; a kind may hold ":"
         # ASCII digits only (str.isdigit also takes other scripts' digits), within a BIGINT.
         if tag == kind and value.isascii() and value.isdigit() and int(value) <= MAX_POSITION:
             return int(value)

@@ -200,11 +200,12 @@ class Query:
     ) -> Connection[ScenarioIssuance]:
         """A scenario's issuances, newest first (staff, or the scenario's own operator)."""
         size = page_size(first)
+        kind = f"issuance-{scenario_code}"  # one scenario's cursor means nothing in another's list
         rows = await traceability.scenario_issuances(
-            info.context.caller(), scenario_code, size, decode_cursor("issuance", after)
+            info.context.caller(), scenario_code, size, decode_cursor(kind, after)
         )
         return build_connection(
-            "issuance", rows, size, lambda r: r.id, lambda r: ScenarioIssuance.from_row(r, scenario_code)
+            kind, rows, size, lambda r: r.id, lambda r: ScenarioIssuance.from_row(r, scenario_code)
         )
 
     @strawberry.field(permission_classes=[Staff])

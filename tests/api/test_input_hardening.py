@@ -32,7 +32,7 @@ CENTER = token("hardening-center", "center")
 # (query, role, the kind its cursors name)
 CONNECTIONS = [
     ("query($a: String) { me { redemptions(first: 5, after: $a) { pageInfo { hasNextPage } } } }",
-     "resident", "redemption"),
+     "resident", "my-redemption"),
     ("query($a: String) { me { account { entries(first: 5, after: $a) { pageInfo { hasNextPage } } } } }",
      "resident", "entry"),
     ("query($a: String) { rights(first: 5, after: $a) { pageInfo { hasNextPage } } }", "resident", "mall"),
@@ -41,8 +41,10 @@ CONNECTIONS = [
     ("query($a: String) { buybacks(first: 5, after: $a) { pageInfo { hasNextPage } } }", "center",
      "buyback"),
     ("query($a: String) { scenarioIssuances(scenarioCode: \"x\", first: 5, after: $a) {"
-     " pageInfo { hasNextPage } } }", "center", "issuance"),
+     " pageInfo { hasNextPage } } }", "center", "issuance-x"),
 ]
+# Lists beside those: the merchant's own redemptions and buy-backs, another scenario's issuances.
+OTHER_KINDS = ["merchant-redemption", "merchant-buyback", "issuance-y", "behavior", "c"]
 
 
 def _cursor(raw: str) -> str:
@@ -56,9 +58,9 @@ def _messages(body: dict) -> str:
 async def test_a_cursor_beyond_64_bits_or_of_another_list_is_invalid_input(client):
     for query, role, kind in CONNECTIONS:
         auth = token(unique("cur"), role)
-        other = "behavior"  # a list none of these is
+        others = [k for _, _, k in CONNECTIONS if k != kind] + OTHER_KINDS
         for cursor in (_cursor(f"{kind}:{2**63}"), _cursor(f"{kind}:" + "9" * 40),
-                       _cursor(f"{kind}:\u0663"), _cursor(f"{other}:5"), _cursor("c:5")):
+                       _cursor(f"{kind}:\u0663"), *(_cursor(f"{other}:5") for other in others)):
             body = await gql(client, query, {"a": cursor}, auth)
             assert error_codes(body) == ["INVALID_INPUT"], (query, cursor, body)
             assert body["errors"][0]["message"] == "Not a valid cursor of this list."
