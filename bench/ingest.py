@@ -39,7 +39,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.support import Bench, RssWatch, add_residents, postgres_cpu, worker_cpu
+from bench.support import REAPED, Bench, RssWatch, add_residents, postgres_cpu, worker_cpu
 
 log = logging.getLogger("bench.ingest")
 SECRET = "bench-secret-for-the-ingest-benchmark-0123456789"
@@ -67,18 +67,26 @@ class Figures:
 @dataclass
 class Cpu:
     """CPU seconds spent during one phase: by the server's workers, by PostgreSQL (None when it
-    does not run on this machine), and by this benchmark's own process (the client)."""
+    does not run on this machine), and by this benchmark's own process (the client); and the
+    most one process spent, which no number of cores can spread."""
 
     workers: float
     postgres: float | None
     client: float
+    busiest: float
 
     def line(self) -> str:
         """The figures as one printed line, with the wall time they need at the least."""
         spent = self.workers + (self.postgres or 0.0) + self.client
+        least = max(spent / os.cpu_count(), self.busiest)
         postgres = "n/a" if self.postgres is None else f"{self.postgres:.2f} s"
         return (f"workers {self.workers:.2f} s, PostgreSQL {postgres}, client {self.client:.2f} s:"
-                f" at least {spent / os.cpu_count():.2f} s of wall on {os.cpu_count()} cores")
+                f" at least {least:.2f} s of wall on {os.cpu_count()} cores")
+
+
+def _since(before: dict[int, float], now: dict[int, float]) -> dict[int, float]:
+    """CPU seconds each process spent between two readings (new processes from zero)."""
+    return {pid: spent - before.get(pid, 0.0) for pid, spent in now.items()}
 
 
 class CpuWatch:
@@ -92,15 +100,17 @@ class CpuWatch:
 
     def per_worker(self) -> list[float]:
         """CPU seconds of each worker since the start, the busiest first."""
-        now = worker_cpu(self.server)
-        return sorted((now[p] - self.workers.get(p, 0.0) for p in now), reverse=True)
+        return sorted(_since(self.workers, worker_cpu(self.server)).values(), reverse=True)
 
     def spent(self) -> Cpu:
         """What was spent since the start."""
-        postgres = postgres_cpu()
-        return Cpu(sum(self.per_worker()),
-                   None if postgres is None or self.postgres is None else postgres - self.postgres,
-                   time.process_time() - self.client)
+        workers = self.per_worker()
+        now = postgres_cpu()
+        postgres = None if now is None or self.postgres is None else _since(self.postgres, now)
+        client = time.process_time() - self.client
+        processes = [*workers, client, *(s for p, s in (postgres or {}).items() if p != REAPED)]
+        return Cpu(sum(workers), None if postgres is None else sum(postgres.values()), client,
+                   max(processes))
 
 
 def parse_args() -> argparse.Namespace:

@@ -138,11 +138,14 @@ def cpu_seconds(server: subprocess.Popen[bytes]) -> float:
     return sum(_cpu(pid) for pid in (server.pid, *_children(server.pid)))
 
 
-def postgres_cpu() -> float | None:
-    """CPU time used so far by the PostgreSQL server on this machine: its live processes, and
-    those that exited (the postmaster's reaped children); None when no server runs here."""
-    ticks = 0
-    found = False
+REAPED = 0  # the key of postgres_cpu()'s figure for the server processes that have exited
+
+
+def postgres_cpu() -> dict[int, float] | None:
+    """CPU time used so far by the PostgreSQL server on this machine, by process id, with the
+    processes that exited (the postmaster's reaped children) under REAPED; None when no server
+    runs here."""
+    ticks: dict[int, int] = {}
     for entry in Path("/proc").glob("[0-9]*"):
         try:
             if entry.joinpath("comm").read_text().strip() != "postgres":
@@ -152,15 +155,16 @@ def postgres_cpu() -> float | None:
         fields = _stat(int(entry.name))
         if not fields:
             continue
-        found = True
-        ticks += int(fields[11]) + int(fields[12])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
         try:
             postmaster = Path(f"/proc/{fields[1]}/comm").read_text().strip() != "postgres"
         except OSError:
             postmaster = True
         if postmaster:
-            ticks += int(fields[13]) + int(fields[14])
-    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+            ticks[REAPED] = ticks.get(REAPED, 0) + int(fields[13]) + int(fields[14])
+    if not ticks:
+        return None
+    return {pid: t / os.sysconf("SC_CLK_TCK") for pid, t in ticks.items()}
 
 
 def worker_pids(pid: int) -> list[int]:
