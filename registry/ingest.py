@@ -293,15 +293,16 @@ async def ingest_scenario_records(request: Request) -> Response:
     applying: asyncio.Task[Outcome] | None = None
     try:
         # A chunk's outcome is taken off `applying` before it is counted, so a failure while
-        # counting it never counts it again below.
+        # counting it never counts it again below. A chunk is awaited shielded: cancelling the
+        # request does not cancel the chunk, which is waited for and counted below.
         async for chunk in read_chunks(request.stream(), terms.grams_per_unit, CHUNK_LINES):
             if applying is not None:
-                outcome, applying = await applying, None
+                outcome, applying = await asyncio.shield(applying), None
                 result.add(outcome)
                 result.check_room()
             applying = asyncio.create_task(apply_batch(terms, chunk, now))
         if applying is not None:
-            outcome, applying = await applying, None
+            outcome, applying = await asyncio.shield(applying), None
             result.add(outcome)
     except DomainError as exc:
         result.spool.close()
@@ -324,11 +325,11 @@ async def ingest_scenario_records(request: Request) -> Response:
             "The stream stopped on an unexpected failure; what was accepted before stays accepted."
             " Send the body again: the lines already counted answer as duplicates.",
             accepted=result.accepted, duplicates=result.duplicates)
-    except BaseException:
+    except BaseException:  # cancelled, as when the server stops: the chunk in flight goes on
         result.spool.close()
-        if applying is not None and not applying.done():
-            # The chunk already handed over is applied (or not) whole; wait for it either way.
-            await asyncio.gather(applying, return_exceptions=True)
+        await asyncio.shield(_settle_in_flight(terms.code, applying, result))
+        log.warning("ingest of %s stopped: the request was cancelled; the %d records accepted"
+                    " before stay accepted", terms.code, result.accepted)
         raise
     log.info(
         "ingested %s: %d accepted, %d duplicates, %d rejected",

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from registry import ingest
 from registry.models import ScenarioRecord
 from registry.rules import shanghai_day
@@ -187,6 +189,35 @@ async def test_a_failure_while_counting_a_chunk_counts_it_once(client, monkeypat
     assert response.status_code == 500
     assert (response.json()["accepted"], response.json()["duplicates"]) == (1, 0)
     assert sorted(await _stored(world)) == ["full0"]
+
+
+async def test_a_stream_cancelled_mid_chunk_finishes_the_chunk_and_logs_the_count(
+    client, monkeypatch, caplog
+):
+    """As when the server stops and cancels a request: the chunk handed over is applied whole
+    and counted in the log, so the operator's resend can be reconciled."""
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
+    apply_batch = ingest.apply_batch
+    applying = asyncio.Event()
+
+    async def slowly(*args):
+        applying.set()
+        await asyncio.sleep(0.3)
+        return await apply_batch(*args)
+
+    monkeypatch.setattr(ingest, "apply_batch", slowly)
+    body = ndjson([record(who, 1, ago(hours=3), "cancel0"), record(who, 1, ago(hours=2), "cancel1")])
+    with caplog.at_level(logging.INFO):
+        request = asyncio.create_task(stream(client, world, body))
+        await applying.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    assert sorted(await _stored(world)) == ["cancel0", "cancel1"]
+    assert any("the request was cancelled; the 2 records accepted before stay accepted" in r.message
+               for r in caplog.records)
 
 
 async def test_date_times_are_read_as_the_mutation_reads_them(client):
