@@ -273,6 +273,31 @@ async def _settle_in_flight(
         log.error("ingest of %s: the chunk in flight failed", code, exc_info=last)
 
 
+_WINDING_DOWN: set[asyncio.Task[None]] = set()  # held here so that no pending one is collected
+
+
+async def _wind_down(
+    code: str, applying: asyncio.Task[Outcome] | None, result: _Result, why: str,
+    handled: BaseException | None = None,
+) -> None:
+    """Settle the chunk in flight, then log how the stream stopped and what it kept."""
+    await _settle_in_flight(code, applying, result, handled)
+    log.warning("ingest of %s stopped: %s; the %d records accepted before stay accepted",
+                code, why, result.accepted)
+
+
+async def _stopped(
+    code: str, applying: asyncio.Task[Outcome] | None, result: _Result, why: str,
+    handled: BaseException | None = None,
+) -> None:
+    """Wind the stream down in a task of its own, shielded: cancelling the request (again)
+    neither cancels the chunk in flight nor loses the log line of what was kept."""
+    task = asyncio.ensure_future(_wind_down(code, applying, result, why, handled))
+    _WINDING_DOWN.add(task)
+    task.add_done_callback(_WINDING_DOWN.discard)
+    await asyncio.shield(task)
+
+
 async def ingest_scenario_records(request: Request) -> Response:
     """Apply an NDJSON body of records of the caller's published scenario, chunk by chunk."""
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
@@ -294,7 +319,7 @@ async def ingest_scenario_records(request: Request) -> Response:
     try:
         # A chunk's outcome is taken off `applying` before it is counted, so a failure while
         # counting it never counts it again below. A chunk is awaited shielded: cancelling the
-        # request does not cancel the chunk, which is waited for and counted below.
+        # request does not cancel the chunk, which is waited for and counted (`_stopped`).
         async for chunk in read_chunks(request.stream(), terms.grams_per_unit, CHUNK_LINES):
             if applying is not None:
                 outcome, applying = await asyncio.shield(applying), None
@@ -310,16 +335,12 @@ async def ingest_scenario_records(request: Request) -> Response:
         return _error(exc.code, exc.message, accepted=result.accepted, duplicates=result.duplicates)
     except ClientDisconnect:
         result.spool.close()
-        await _settle_in_flight(terms.code, applying, result)
-        log.warning("ingest of %s stopped: the client disconnected; the %d records accepted before"
-                    " stay accepted", terms.code, result.accepted)
+        await _stopped(terms.code, applying, result, "the client disconnected")
         return Response(status_code=400)  # nobody is left to read it
     except Exception as exc:  # e.g. the database connection lost: logged once, answered with a code
         result.spool.close()
         log.exception("ingest of %s failed", terms.code)
-        await _settle_in_flight(terms.code, applying, result, handled=exc)
-        log.warning("ingest of %s stopped after a failure; the %d records accepted before stay"
-                    " accepted", terms.code, result.accepted)
+        await _stopped(terms.code, applying, result, "an unexpected failure", handled=exc)
         return _error(
             "INTERNAL_SERVER_ERROR",
             "The stream stopped on an unexpected failure; what was accepted before stays accepted."
@@ -327,9 +348,7 @@ async def ingest_scenario_records(request: Request) -> Response:
             accepted=result.accepted, duplicates=result.duplicates)
     except BaseException:  # cancelled, as when the server stops: the chunk in flight goes on
         result.spool.close()
-        await asyncio.shield(_settle_in_flight(terms.code, applying, result))
-        log.warning("ingest of %s stopped: the request was cancelled; the %d records accepted"
-                    " before stay accepted", terms.code, result.accepted)
+        await _stopped(terms.code, applying, result, "the request was cancelled")
         raise
     log.info(
         "ingested %s: %d accepted, %d duplicates, %d rejected",

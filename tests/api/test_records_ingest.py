@@ -191,11 +191,12 @@ async def test_a_failure_while_counting_a_chunk_counts_it_once(client, monkeypat
     assert sorted(await _stored(world)) == ["full0"]
 
 
+@pytest.mark.parametrize("cancels", [1, 2])
 async def test_a_stream_cancelled_mid_chunk_finishes_the_chunk_and_logs_the_count(
-    client, monkeypatch, caplog
+    client, monkeypatch, caplog, cancels
 ):
-    """As when the server stops and cancels a request: the chunk handed over is applied whole
-    and counted in the log, so the operator's resend can be reconciled."""
+    """As when the server stops and cancels a request (once, or again while it winds down): the
+    chunk handed over is applied whole and counted in the log, so a resend can be reconciled."""
     world = await make_world(residents=1)
     who = world.subjects[0]
     monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
@@ -212,11 +213,45 @@ async def test_a_stream_cancelled_mid_chunk_finishes_the_chunk_and_logs_the_coun
     with caplog.at_level(logging.INFO):
         request = asyncio.create_task(stream(client, world, body))
         await applying.wait()
+        for _ in range(cancels):
+            request.cancel()
+            await asyncio.sleep(0.01)
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await asyncio.gather(*ingest._WINDING_DOWN)
+    assert sorted(await _stored(world)) == ["cancel0", "cancel1"]
+    assert any("the request was cancelled; the 2 records accepted before stay accepted" in r.message
+               for r in caplog.records)
+
+
+async def test_a_stream_cancelled_while_it_winds_down_after_a_disconnect_keeps_its_chunk(
+    app, monkeypatch, caplog
+):
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
+    apply_batch = ingest.apply_batch
+    applying = asyncio.Event()
+
+    async def slowly(*args):
+        applying.set()
+        await asyncio.sleep(0.3)
+        return await apply_batch(*args)
+
+    monkeypatch.setattr(ingest, "apply_batch", slowly)
+    body = ndjson([record(who, 1, ago(hours=3), "gone0"), record(who, 1, ago(hours=2), "gone1")])
+    headers = {"authorization": f"Bearer {world.operator}", "content-type": "application/x-ndjson"}
+    with caplog.at_level(logging.INFO):
+        request = asyncio.create_task(cut_off_request(
+            app, f"/ingest/scenarios/{world.code}/records", headers, body, declared=len(body) + 10))
+        await applying.wait()
+        await asyncio.sleep(0.01)  # the disconnect is read; the chunk is being waited for
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
-    assert sorted(await _stored(world)) == ["cancel0", "cancel1"]
-    assert any("the request was cancelled; the 2 records accepted before stay accepted" in r.message
+        await asyncio.gather(*ingest._WINDING_DOWN)
+    assert sorted(await _stored(world)) == ["gone0", "gone1"]
+    assert any("the client disconnected; the 2 records accepted before stay accepted" in r.message
                for r in caplog.records)
 
 
