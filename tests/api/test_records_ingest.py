@@ -191,14 +191,8 @@ async def test_a_failure_while_counting_a_chunk_counts_it_once(client, monkeypat
     assert sorted(await _stored(world)) == ["full0"]
 
 
-@pytest.mark.parametrize("cancels", [1, 2])
-async def test_a_stream_cancelled_mid_chunk_finishes_the_chunk_and_logs_the_count(
-    client, monkeypatch, caplog, cancels
-):
-    """As when the server stops and cancels a request (once, or again while it winds down): the
-    chunk handed over is applied whole and counted in the log, so a resend can be reconciled."""
-    world = await make_world(residents=1)
-    who = world.subjects[0]
+def _slow_chunks_of_two(monkeypatch) -> asyncio.Event:
+    """Chunks of two lines, each applied 0.3 s after it is handed over; the event is set then."""
     monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
     apply_batch = ingest.apply_batch
     applying = asyncio.Event()
@@ -209,6 +203,18 @@ async def test_a_stream_cancelled_mid_chunk_finishes_the_chunk_and_logs_the_coun
         return await apply_batch(*args)
 
     monkeypatch.setattr(ingest, "apply_batch", slowly)
+    return applying
+
+
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_a_stream_cancelled_mid_chunk_finishes_the_chunk_and_logs_the_count(
+    client, monkeypatch, caplog, cancels
+):
+    """As when the server stops and cancels a request (once, or again while it winds down): the
+    chunk handed over is applied whole and counted in the log, so a resend can be reconciled."""
+    world = await make_world(residents=1)
+    who = world.subjects[0]
+    applying = _slow_chunks_of_two(monkeypatch)
     body = ndjson([record(who, 1, ago(hours=3), "cancel0"), record(who, 1, ago(hours=2), "cancel1")])
     with caplog.at_level(logging.INFO):
         request = asyncio.create_task(stream(client, world, body))
@@ -229,16 +235,7 @@ async def test_a_stream_cancelled_while_it_winds_down_after_a_disconnect_keeps_i
 ):
     world = await make_world(residents=1)
     who = world.subjects[0]
-    monkeypatch.setattr(ingest, "CHUNK_LINES", 2)
-    apply_batch = ingest.apply_batch
-    applying = asyncio.Event()
-
-    async def slowly(*args):
-        applying.set()
-        await asyncio.sleep(0.3)
-        return await apply_batch(*args)
-
-    monkeypatch.setattr(ingest, "apply_batch", slowly)
+    applying = _slow_chunks_of_two(monkeypatch)
     body = ndjson([record(who, 1, ago(hours=3), "gone0"), record(who, 1, ago(hours=2), "gone1")])
     headers = {"authorization": f"Bearer {world.operator}", "content-type": "application/x-ndjson"}
     with caplog.at_level(logging.INFO):
