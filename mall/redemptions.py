@@ -21,6 +21,7 @@ from app.auth import Principal
 from app.errors import InsufficientPoints, InvalidInput, InvalidState, NotFound
 from app.events import account_changed
 from app.idempotency import claim
+from app.keyset import owners_newest
 from app.ledger.accounts import holder_account_id
 from app.ledger.models import Asset, EntryKind
 from app.ledger.posting import Posting, lock_accounts, post
@@ -202,15 +203,13 @@ async def redemptions_page(
     participant_id: int | None = None,
     merchant_id: int | None = None,
 ) -> list[Redemption]:
-    """Up to `first + 1` redemptions of a resident or of a merchant, newest first."""
-    query = Redemption.all()
+    """Up to `first + 1` redemptions of a resident or of a merchant, newest first (a merchant
+    may hold a good share of all redemptions: `owners_newest`)."""
     if participant_id is not None:
-        query = query.filter(participant_id=participant_id)
+        return await owners_newest(Redemption.all(), "participant_id", participant_id, before_id, first + 1)
     if merchant_id is not None:
-        query = query.filter(merchant_id=merchant_id)
-    if before_id is not None:
-        query = query.filter(id__lt=before_id)
-    return await query.order_by("-id").limit(first + 1)
+        return await owners_newest(Redemption.all(), "merchant_id", merchant_id, before_id, first + 1)
+    raise ValueError("a resident's or a merchant's redemptions")
 
 
 async def get_redemption(redemption_id: int) -> Redemption:
