@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from enum import Enum
+from typing import TypeVar
 
 import strawberry
 from strawberry.types import Info
@@ -32,6 +33,9 @@ from registry import authorizations, methodologies, scenarios, suspension
 from registry import models as m
 from registry.authorizations import ScenarioRef
 from registry.scenarios import ScenarioView
+
+Row = TypeVar("Row", m.Scenario, m.Methodology)
+Payload = TypeVar("Payload")
 
 MethodologyKind = strawberry.enum(m.MethodologyKind, name="MethodologyKind")
 MethodologyClass = strawberry.enum(m.MethodologyClass, name="MethodologyClass")
@@ -321,7 +325,7 @@ class Mutation:
                 grams_per_unit=input.grams_per_unit,
                 daily_cap_grams=input.daily_cap_grams,
             )
-            return MethodologyPayload(methodology=Methodology.from_row(row))
+            return await _methodology_payload(row)
 
         return await attempt(run, _methodology_refused)
 
@@ -334,7 +338,7 @@ class Mutation:
             row = await methodologies.assess_methodology(
                 principal, decode_id("Methodology", input.id), input.approve, input.comment
             )
-            return MethodologyPayload(methodology=Methodology.from_row(row))
+            return await _methodology_payload(row)
 
         return await attempt(run, _methodology_refused)
 
@@ -347,7 +351,7 @@ class Mutation:
             row = await methodologies.publish_methodology(
                 principal, decode_id("Methodology", input.id)
             )
-            return MethodologyPayload(methodology=Methodology.from_row(row))
+            return await _methodology_payload(row)
 
         return await attempt(run, _methodology_refused)
 
@@ -399,22 +403,26 @@ class Mutation:
     @strawberry.mutation(permission_classes=[Regulator])
     async def suspend_scenario(self, info: Info, input: StatusChangeInput) -> ScenarioPayload:
         """Regulator (Art. 8): a published scenario stops taking records, issuing and consents."""
-        return await _change_scenario(info, input, suspension.suspend_scenario)
+        return await _change_status(info, input, "Scenario", suspension.suspend_scenario,
+                                    _scenario_payload, _scenario_refused)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def reinstate_scenario(self, info: Info, input: StatusChangeInput) -> ScenarioPayload:
         """Regulator: a suspended scenario is published again."""
-        return await _change_scenario(info, input, suspension.reinstate_scenario)
+        return await _change_status(info, input, "Scenario", suspension.reinstate_scenario,
+                                    _scenario_payload, _scenario_refused)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def suspend_methodology(self, info: Info, input: StatusChangeInput) -> MethodologyPayload:
         """Regulator (Art. 8): no new scenario is submitted on a suspended methodology."""
-        return await _change_methodology(info, input, suspension.suspend_methodology)
+        return await _change_status(info, input, "Methodology", suspension.suspend_methodology,
+                                    _methodology_payload, _methodology_refused)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def reinstate_methodology(self, info: Info, input: StatusChangeInput) -> MethodologyPayload:
         """Regulator: a suspended methodology is published again."""
-        return await _change_methodology(info, input, suspension.reinstate_methodology)
+        return await _change_status(info, input, "Methodology", suspension.reinstate_methodology,
+                                    _methodology_payload, _methodology_refused)
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def load_holiday_calendar(
@@ -467,29 +475,20 @@ async def _scenario_payload(row: m.Scenario) -> ScenarioPayload:
     return ScenarioPayload(scenario=Scenario.from_view(await scenarios.scenario_view(row)))
 
 
-async def _change_scenario(
-    info: Info, input: StatusChangeInput,
-    change: Callable[[Principal, int, str | None], Awaitable[m.Scenario]],
-) -> ScenarioPayload:
-    """A scenario suspended or reinstated, as its payload."""
+async def _methodology_payload(row: m.Methodology) -> MethodologyPayload:
+    """The payload of a methodology mutation that went through."""
+    return MethodologyPayload(methodology=Methodology.from_row(row))
+
+
+async def _change_status(
+    info: Info, input: StatusChangeInput, type_name: str,
+    change: Callable[[Principal, int, str | None], Awaitable[Row]],
+    payload: Callable[[Row], Awaitable[Payload]], refused: Callable[[UserError], Payload],
+) -> Payload:
+    """A scenario or methodology (`type_name`) suspended or reinstated, as its payload."""
     principal = info.context.caller()
 
-    async def run() -> ScenarioPayload:
-        row = await change(principal, decode_id("Scenario", input.id), input.reason)
-        return await _scenario_payload(row)
+    async def run() -> Payload:
+        return await payload(await change(principal, decode_id(type_name, input.id), input.reason))
 
-    return await attempt(run, _scenario_refused)
-
-
-async def _change_methodology(
-    info: Info, input: StatusChangeInput,
-    change: Callable[[Principal, int, str | None], Awaitable[m.Methodology]],
-) -> MethodologyPayload:
-    """A methodology suspended or reinstated, as its payload."""
-    principal = info.context.caller()
-
-    async def run() -> MethodologyPayload:
-        row = await change(principal, decode_id("Methodology", input.id), input.reason)
-        return MethodologyPayload(methodology=Methodology.from_row(row))
-
-    return await attempt(run, _methodology_refused)
+    return await attempt(run, refused)
