@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import IO, Any
@@ -253,26 +253,6 @@ class _Result:
             self.spool.close()
 
 
-async def _settle_in_flight(
-    code: str, applying: asyncio.Task[Outcome] | None, result: _Result,
-    handled: BaseException | None = None,
-) -> None:
-    """Wait for the chunk handed over when the stream stopped, and count it if it was applied
-    (a failure of its own is logged, unless it is the one being `handled`)."""
-    if applying is None:
-        return
-    [last] = await asyncio.gather(applying, return_exceptions=True)
-    if isinstance(last, Outcome):
-        result.accepted += last.accepted
-        result.duplicates += last.duplicates
-    elif applying.cancelled() or last is handled:
-        return
-    elif isinstance(last, DomainError):
-        log.info("ingest of %s: the chunk in flight was refused: %s", code, last.message)
-    else:
-        log.error("ingest of %s: the chunk in flight failed", code, exc_info=last)
-
-
 _WINDING_DOWN: set[asyncio.Task[None]] = set()  # held here so that no pending one is collected
 
 
@@ -280,19 +260,26 @@ async def _wind_down(
     code: str, applying: asyncio.Task[Outcome] | None, result: _Result, why: str,
     handled: BaseException | None = None,
 ) -> None:
-    """Settle the chunk in flight, then log how the stream stopped and what it kept."""
-    await _settle_in_flight(code, applying, result, handled)
+    """Wait for the chunk handed over when the stream stopped and count it if it was applied (a
+    failure of its own is logged, unless it is the one being `handled`); then log how the
+    stream stopped and what it kept."""
+    if applying is not None:
+        [last] = await asyncio.gather(applying, return_exceptions=True)
+        if isinstance(last, Outcome):
+            result.accepted += last.accepted
+            result.duplicates += last.duplicates
+        elif isinstance(last, DomainError):
+            log.info("ingest of %s: the chunk in flight was refused: %s", code, last.message)
+        elif not (applying.cancelled() or last is handled):
+            log.error("ingest of %s: the chunk in flight failed", code, exc_info=last)
     log.warning("ingest of %s stopped: %s; the %d records accepted before stay accepted",
                 code, why, result.accepted)
 
 
-async def _stopped(
-    code: str, applying: asyncio.Task[Outcome] | None, result: _Result, why: str,
-    handled: BaseException | None = None,
-) -> None:
-    """Wind the stream down in a task of its own, shielded: cancelling the request (again)
+async def _shielded(winding_down: Coroutine[Any, Any, None]) -> None:
+    """Run `winding_down` in a task of its own, awaited shielded: cancelling the request (again)
     neither cancels the chunk in flight nor loses the log line of what was kept."""
-    task = asyncio.ensure_future(_wind_down(code, applying, result, why, handled))
+    task = asyncio.ensure_future(winding_down)
     _WINDING_DOWN.add(task)
     task.add_done_callback(_WINDING_DOWN.discard)
     await asyncio.shield(task)
@@ -319,7 +306,7 @@ async def ingest_scenario_records(request: Request) -> Response:
     try:
         # A chunk's outcome is taken off `applying` before it is counted, so a failure while
         # counting it never counts it again below. A chunk is awaited shielded: cancelling the
-        # request does not cancel the chunk, which is waited for and counted (`_stopped`).
+        # request does not cancel the chunk, which is waited for and counted (`_wind_down`).
         async for chunk in read_chunks(request.stream(), terms.grams_per_unit, CHUNK_LINES):
             if applying is not None:
                 outcome, applying = await asyncio.shield(applying), None
@@ -335,12 +322,12 @@ async def ingest_scenario_records(request: Request) -> Response:
         return _error(exc.code, exc.message, accepted=result.accepted, duplicates=result.duplicates)
     except ClientDisconnect:
         result.spool.close()
-        await _stopped(terms.code, applying, result, "the client disconnected")
+        await _shielded(_wind_down(terms.code, applying, result, "the client disconnected"))
         return Response(status_code=400)  # nobody is left to read it
     except Exception as exc:  # e.g. the database connection lost: logged once, answered with a code
         result.spool.close()
         log.exception("ingest of %s failed", terms.code)
-        await _stopped(terms.code, applying, result, "an unexpected failure", handled=exc)
+        await _shielded(_wind_down(terms.code, applying, result, "an unexpected failure", exc))
         return _error(
             "INTERNAL_SERVER_ERROR",
             "The stream stopped on an unexpected failure; what was accepted before stays accepted."
@@ -348,7 +335,7 @@ async def ingest_scenario_records(request: Request) -> Response:
             accepted=result.accepted, duplicates=result.duplicates)
     except BaseException:  # cancelled, as when the server stops: the chunk in flight goes on
         result.spool.close()
-        await _stopped(terms.code, applying, result, "the request was cancelled")
+        await _shielded(_wind_down(terms.code, applying, result, "the request was cancelled"))
         raise
     log.info(
         "ingested %s: %d accepted, %d duplicates, %d rejected",
