@@ -408,7 +408,8 @@ class Mutation:
 
     @strawberry.mutation(permission_classes=[Regulator])
     async def reinstate_scenario(self, info: Info, input: StatusChangeInput) -> ScenarioPayload:
-        """Regulator: a suspended scenario is published again."""
+        """Regulator: a suspended scenario is published again (what occurred while it was
+        suspended stays refused)."""
         return await _change_status(info, input, "Scenario", suspension.reinstate_scenario,
                                     _scenario_payload, _scenario_refused)
 

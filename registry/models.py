@@ -143,6 +143,20 @@ class HolidayCalendar(Model):
         table = "registry_holiday_calendar"
 
 
+class ScenarioSuspension(Model):
+    """A time a scenario was suspended: from suspended_at until reinstated_at (None while it
+    still is). Records that occurred in it earn nothing, whenever they are sent."""
+
+    id = fields.BigIntField(primary_key=True)
+    scenario_id = fields.BigIntField()
+    suspended_at = fields.DatetimeField()
+    reinstated_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "registry_scenario_suspension"
+        indexes = (("scenario_id", "id"),)
+
+
 class ScenarioAuthorization(Model):
     """A resident consent to one scenario, active from granted_at until revoked_at."""
 

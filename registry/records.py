@@ -30,7 +30,7 @@ from app.participants import Participant
 from registry import consent, records_sql, rules
 from registry.approval_rules import CODE_RE
 from registry.authorizations import active_authorizations
-from registry.models import Methodology, Scenario, ScenarioRecord, ScenarioStatus
+from registry.models import Methodology, Scenario, ScenarioRecord, ScenarioStatus, ScenarioSuspension
 from registry.records_sql import AlreadyStored
 from registry.rules import Decision, Item, Locked, Outcome, Rejection, Terms
 
@@ -69,7 +69,7 @@ async def scenario_terms(principal: Principal, scenario_code: str) -> Terms:
     return Terms(scenario.id, scenario.code, methodology.grams_per_unit, methodology.daily_cap_grams)
 
 
-_SHARE = "SELECT status, issued_through FROM registry_scenario WHERE id = $1 FOR SHARE"
+_SHARE = records_sql.SCENARIO_STATE + " FOR SHARE OF s"
 # A scenario's batches hold this lock shared, its issuances exclusive. Unlike row locks, it
 # queues in arrival order: a batch that comes while an issuance waits waits behind it, so a
 # steady stream of batches cannot hold an issuance off.
@@ -85,15 +85,20 @@ async def hold_scenario(conn: BaseDBAsyncClient, scenario_code: str, exclusive: 
 
 async def lock_scenario(conn: BaseDBAsyncClient, terms: Terms) -> Locked:
     """Hold the scenario for this transaction (its records lock shared, then its row in share
-    mode); refuse when it is no longer published. (SQLite runs one transaction at a time.)"""
+    mode) and read its issued period and suspensions; refuse when it is no longer published.
+    (SQLite runs one transaction at a time.)"""
     if dialect() == "postgres":
         await hold_scenario(conn, terms.code, exclusive=False)
         rows = await conn.execute_query_dict(_SHARE, [terms.scenario_id])
+        suspended = records_sql.suspended_times(rows[0]) if rows else ()
     else:
         rows = await Scenario.filter(id=terms.scenario_id).using_db(conn).values("status", "issued_through")
+        suspended = tuple(
+            await ScenarioSuspension.filter(scenario_id=terms.scenario_id).using_db(conn)
+            .order_by("id").values_list("suspended_at", "reinstated_at"))
     if not rows or rows[0]["status"] != ScenarioStatus.PUBLISHED:
         raise InvalidState("Records are accepted only for a published scenario.", "scenarioCode")
-    return Locked(rows[0]["issued_through"])
+    return Locked(rows[0]["issued_through"], suspended)
 
 
 def check_inputs(records: Sequence[RecordInput], grams_per_unit: int) -> list[Item | Rejection]:
@@ -194,7 +199,8 @@ async def apply_items(
         terms.code, items, residents, now, locked.issued_through,
         lambda pids: active_authorizations(terms.code, pids),
     )
-    decision = rules.classify(items, residents, now, locked.issued_through, seen, unauthorized)
+    decision = rules.classify(
+        items, residents, now, locked.issued_through, seen, unauthorized, locked.suspended)
     records = [
         ScenarioRecord(
             scenario_id=terms.scenario_id,

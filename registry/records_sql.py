@@ -26,6 +26,21 @@ _residents: dict[str, int] = {}  # subject -> participant id of a resident; ids 
 
 _ONCE = "registry_record_once"
 
+# The scenario's status, issued period and the times it was suspended (two arrays, in order).
+SCENARIO_STATE = """
+SELECT s.status, s.issued_through,
+       ARRAY(SELECT u.suspended_at FROM registry_scenario_suspension u
+             WHERE u.scenario_id = s.id ORDER BY u.id) AS since,
+       ARRAY(SELECT u.reinstated_at FROM registry_scenario_suspension u
+             WHERE u.scenario_id = s.id ORDER BY u.id) AS until
+FROM registry_scenario s WHERE s.id = $1
+"""
+
+
+def suspended_times(row: Mapping[str, Any]) -> tuple[Interval, ...]:
+    """The (suspended_at, reinstated_at) times of a SCENARIO_STATE row."""
+    return tuple(zip(row["since"], row["until"], strict=True))
+
 # Grant intervals of some people for one scenario (registry.consent reads them).
 _GRANTS = """
 SELECT participant_id, granted_at, revoked_at FROM registry_scenario_authorization
@@ -111,6 +126,7 @@ class Prepared:
 
     residents: Mapping[str, int]
     issued_through: datetime | None
+    suspended: tuple[Interval, ...]
     unauthorized: set[int]
     decision: Decision
     data: bytes
@@ -127,15 +143,14 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
     async with in_transaction() as conn, conn.acquire_connection() as raw:
         await raw.execute(_INDEX_PROBES)
         residents = await _resident_ids(raw, {i[1] for i in items})
-        issued_through = await raw.fetchval(
-            "SELECT issued_through FROM registry_scenario WHERE id = $1", terms.scenario_id
-        )
+        state = await raw.fetchrow(SCENARIO_STATE, terms.scenario_id)
+        issued_through, suspended = state["issued_through"], suspended_times(state)
         unauthorized = await consent.unauthorized(
             terms.code, items, residents, now, issued_through, lambda pids: _grants(raw, terms.code, pids)
         )
-    decision = rules.classify(items, residents, now, issued_through, (), unauthorized)
+    decision = rules.classify(items, residents, now, issued_through, (), unauthorized, suspended)
     data = records_copy.payload(terms.scenario_id, decision.accepted, now)
-    return Prepared(residents, issued_through, unauthorized, decision, data)
+    return Prepared(residents, issued_through, suspended, unauthorized, decision, data)
 
 
 async def _insert_skipping(
@@ -177,7 +192,9 @@ async def apply_items(
     issued_through = locked.issued_through
     residents, unauthorized = prepared.residents, prepared.unauthorized
     decision = prepared.decision
-    moved = issued_through != prepared.issued_through
+    suspended = locked.suspended
+    # an issuance, or a suspension and reinstatement, came between
+    moved = issued_through != prepared.issued_through or suspended != prepared.suspended
     async with conn.acquire_connection() as raw:
         # Plan for index probes, never a scan, hash or merge of a whole table, whatever the
         # statistics say (a table that grew since it was last analyzed looks empty to the
@@ -191,8 +208,9 @@ async def apply_items(
             refs = (i.external_ref for i in items if i.index in refused)
             stored = await _stored(raw, terms.scenario_id, refs)
         if stored or moved:
-            # a resend, refused items already counted, or an issuance came between
-            decision = rules.classify(items, residents, now, issued_through, stored, unauthorized)
+            # a resend, refused items already counted, or the period moved
+            decision = rules.classify(
+                items, residents, now, issued_through, stored, unauthorized, suspended)
         if not decision.accepted:
             return decision
         try:
@@ -216,5 +234,6 @@ async def apply_items(
         if skipped:
             # stored meanwhile by a batch beside this one: a duplicate for every item holding
             # it, refused ones included, as if that batch had come first
-            decision = rules.classify(items, residents, now, issued_through, stored | skipped, unauthorized)
+            decision = rules.classify(
+                items, residents, now, issued_through, stored | skipped, unauthorized, suspended)
     return decision

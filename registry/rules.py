@@ -34,9 +34,10 @@ MESSAGES = {
     NOT_AUTHORIZED: "The person has no active authorization for this scenario at occurredAt.",
     OUT_OF_PERIOD: "occurredAt is in the future, older than 90 days, or in a period already issued.",
 }
+SUSPENDED_MESSAGE = "occurredAt is in a time the scenario was suspended."  # OUT_OF_PERIOD too
 
 
-Interval = tuple[datetime, datetime | None]  # a consent grant: granted_at, revoked_at or None
+Interval = tuple[datetime, datetime | None]  # from, until (None: not over), as a consent grant
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,11 @@ class Terms:
 
 @dataclass(frozen=True)
 class Locked:
-    """The scenario row as read under its lock: the end of its issued period."""
+    """The scenario as read under its lock: the end of its issued period, and the times it was
+    suspended."""
 
     issued_through: datetime | None
+    suspended: tuple[Interval, ...] = ()
 
 
 class Item(NamedTuple):
@@ -194,9 +197,12 @@ def item_from_json(index: int, obj: Any, grams_per_unit: int) -> Item | Rejectio
     )
 
 
-def authorized_at(intervals: Iterable[Interval], when: datetime) -> bool:
-    """True when `when` falls in one grant interval: granted_at <= when < revoked_at."""
+def within(intervals: Iterable[Interval], when: datetime) -> bool:
+    """True when `when` falls in one interval: start <= when < end (no end: not over yet)."""
     return any(g <= when and (r is None or when < r) for g, r in intervals)
+
+
+authorized_at = within  # a consent's grant intervals: granted_at <= when < revoked_at
 
 
 def period_bounds(now: datetime, issued_through: datetime | None) -> tuple[datetime, datetime]:
@@ -215,11 +221,13 @@ def classify(
     issued_through: datetime | None,
     stored: Container[str],
     unauthorized: Container[int],
+    suspended: Sequence[Interval] = (),
 ) -> Decision:
     """Count, refuse or accept each item (given in index order).
 
     `stored`: externalRefs already counted; `unauthorized`: indexes of items whose person had no
-    active consent at occurredAt. Precedence: duplicate, then OUT_OF_PERIOD, then
+    active consent at occurredAt; `suspended`: the times the scenario was suspended (an item
+    that occurred in one is OUT_OF_PERIOD). Precedence: duplicate, then OUT_OF_PERIOD, then
     NOT_AUTHORIZED; a refused item does not use up its ref. Which items are accepted never
     depends on the cap: what an accepted item earns under it is settled at issuance (`settle`).
     """
@@ -235,6 +243,8 @@ def classify(
             duplicates += 1
         elif not low <= at <= high:
             rejected.append(Rejection(index, OUT_OF_PERIOD, MESSAGES[OUT_OF_PERIOD]))
+        elif suspended and within(suspended, at):
+            rejected.append(Rejection(index, OUT_OF_PERIOD, SUSPENDED_MESSAGE))
         else:
             pid = participants.get(subject)
             if pid is None or index in unauthorized:

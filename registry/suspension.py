@@ -3,21 +3,25 @@ regulator's dynamic evaluation): PUBLISHED <-> SUSPENDED, with the reason in the
 
 A suspended scenario takes no records, issues nothing and takes no new authorizations until it
 is reinstated; batches under way when it is suspended finish first (they hold its row shared).
+Each suspension is kept with its times (`ScenarioSuspension`): records that occurred while the
+scenario was suspended are refused after it is reinstated too, as OUT_OF_PERIOD.
 No scenario is submitted, approved or published on a suspended methodology; scenarios already
 published on it go on unless suspended too.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TypeVar
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
 from app import audit
 from app.auth import Principal
 from app.errors import NotFound
 from registry.approval_rules import check_reason, status_change
-from registry.models import Methodology, Scenario, ScenarioStatus
+from registry.models import Methodology, Scenario, ScenarioStatus, ScenarioSuspension
 
 Row = TypeVar("Row", Scenario, Methodology)
 # The same values in MethodologyStatus.
@@ -60,5 +64,18 @@ async def _change(
             raise NotFound(f"No such {what}.", "id")
         row.status = status_change(row.status, allowed_from, to, what)
         await row.save(using_db=conn, update_fields=["status"])
+        if isinstance(row, Scenario):
+            await _keep_time(conn, row, to)
         await audit.record(principal, f"{what}.{verb}", model.__name__, row.id, why)
     return row
+
+
+async def _keep_time(conn: BaseDBAsyncClient, scenario: Scenario, to: str) -> None:
+    """Open the scenario's suspension, or close the one open (in `conn`'s transaction, which
+    holds the scenario's row)."""
+    now = datetime.now(UTC)
+    if to == SUSPENDED:
+        await ScenarioSuspension.create(scenario_id=scenario.id, suspended_at=now, using_db=conn)
+    else:
+        await ScenarioSuspension.filter(scenario_id=scenario.id, reinstated_at=None).using_db(conn).update(
+            reinstated_at=now)

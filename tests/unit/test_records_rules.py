@@ -104,6 +104,23 @@ def test_refusals_take_precedence_in_order_and_do_not_use_up_a_ref():
     assert [(item.index, pid) for item, pid in decision.accepted] == [(4, 1)]
 
 
+def test_a_suspension_refuses_after_a_duplicate_and_before_consent():
+    start, end = NOW - timedelta(days=3), NOW - timedelta(days=2)
+    inside = start + timedelta(hours=5)
+    items = [
+        _item(0, inside, ref="stored"),                             # duplicate of a stored ref
+        _item(1, inside, ref="a"),                                  # suspended, consent missing too
+        _item(2, start, ref="b"),                                   # suspended from its first instant
+        _item(3, end, ref="c"),                                     # reinstated: accepted
+        _item(4, inside, ref="d", subject="nobody"),                # suspended before unknown
+    ]
+    decision = rules.classify(items, {"s": 1}, NOW, None, {"stored"}, {1}, [(start, end)])
+    assert decision.duplicates == 1
+    assert [(r.index, r.code, r.message) for r in decision.rejected] == [
+        (i, "OUT_OF_PERIOD", rules.SUSPENDED_MESSAGE) for i in (1, 2, 4)]
+    assert [item.index for item, _ in decision.accepted] == [3]
+
+
 def test_the_cap_leaves_records_in_id_order_what_is_left_of_their_day():
     day, other = date(2026, 11, 19), date(2026, 11, 20)
     records = [(12, 1, day, 500), (10, 1, day, 500), (11, 2, day, 500), (13, 1, other, 700)]

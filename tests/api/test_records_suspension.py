@@ -1,0 +1,105 @@
+"""Records that occurred while their scenario was suspended earn nothing, whenever they are sent:
+after the regulator reinstates the scenario they are refused as OUT_OF_PERIOD, by the mutation
+and by the stream alike, while the records around the suspension count as before."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from graphql_schema.ids import encode_id
+from registry import records_sql
+from registry.models import ScenarioSuspension
+from tests.helpers import data, gql
+from tests.records_support import World, ago, answers, issue, make_world, record, submit
+from tests.registry_support import REGULATOR
+
+SUSPEND = """mutation($input: StatusChangeInput!) {
+  suspendScenario(input: $input) { scenario { status } userErrors { code } } }"""
+REINSTATE = """mutation($input: StatusChangeInput!) {
+  reinstateScenario(input: $input) { scenario { status } userErrors { code } } }"""
+_SUSPENDED = "occurredAt is in a time the scenario was suspended."
+_MICROSECOND = timedelta(microseconds=1)
+
+
+async def _suspend_and_reinstate(client, world: World) -> tuple[datetime, datetime]:
+    """The regulator suspends the scenario, then reinstates it; the suspension's times."""
+    change = {"input": {"id": encode_id("Scenario", world.scenario_id), "reason": "动态评估：数据质量存疑"}}
+    suspended = data(await gql(client, SUSPEND, change, REGULATOR))["suspendScenario"]
+    assert suspended == {"scenario": {"status": "SUSPENDED"}, "userErrors": []}
+    reinstated = data(await gql(client, REINSTATE, change, REGULATOR))["reinstateScenario"]
+    assert reinstated == {"scenario": {"status": "PUBLISHED"}, "userErrors": []}
+    kept = await ScenarioSuspension.filter(scenario_id=world.scenario_id).order_by("-id").first()
+    assert kept is not None and kept.reinstated_at is not None
+    return kept.suspended_at, kept.reinstated_at
+
+
+def _around(who: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Records just before the suspension, at its start, inside it, at its end and after it."""
+    return [
+        record(who, 1, start - _MICROSECOND),
+        record(who, 1, start),
+        record(who, 1, start + (end - start) / 2),
+        record(who, 1, end),
+        record(who, 1, end + _MICROSECOND),
+    ]
+
+
+async def test_records_that_occurred_while_the_scenario_was_suspended_are_refused_after_it(client):
+    world = await make_world(residents=1, cap=None)
+    who = world.subjects[0]
+    start, end = await _suspend_and_reinstate(client, world)
+    assert ago(minutes=1) < start < end <= ago()
+
+    sent = await submit(client, world, _around(who, start, end))
+    assert answers(sent) == (3, 0, [(1, "OUT_OF_PERIOD"), (2, "OUT_OF_PERIOD")])
+    assert {r["message"] for r in sent["rejected"]} == {_SUSPENDED}
+
+    body = b"".join(json.dumps(r).encode() + b"\n" for r in _around(who, start, end))
+    streamed = await client.post(
+        f"/ingest/scenarios/{world.code}/records", content=body,
+        headers={"authorization": f"Bearer {world.operator}", "content-type": "application/x-ndjson"})
+    assert streamed.status_code == 200
+    assert answers(streamed.json()) == (3, 0, [(1, "OUT_OF_PERIOD"), (2, "OUT_OF_PERIOD")])
+
+    # Only what was accepted is issued: 6 records of 100 g.
+    issued = await issue(client, world.code, ago())
+    assert issued["userErrors"] == [] and issued["issuance"]["totalGrams"] == "600"
+
+
+async def test_a_second_suspension_is_kept_beside_the_first(client):
+    world = await make_world(residents=1, cap=None)
+    who = world.subjects[0]
+    first = await _suspend_and_reinstate(client, world)
+    second = await _suspend_and_reinstate(client, world)
+    assert first[1] < second[0]
+    inside = [record(who, 1, start + (end - start) / 2) for start, end in (first, second)]
+    between = record(who, 1, first[1] + (second[0] - first[1]) / 2)
+    assert answers(await submit(client, world, [*inside, between])) == (
+        1, 0, [(0, "OUT_OF_PERIOD"), (1, "OUT_OF_PERIOD")])
+
+
+async def test_a_batch_prepared_before_a_suspension_was_seen_is_refused_under_the_lock(client, monkeypatch):
+    """On PostgreSQL a batch is classified before it takes the scenario's lock. A suspension
+    the preparation did not see (committed just after it read, its time already past) is read
+    again under the lock, and what occurred in it is refused there."""
+    world = await make_world(residents=1, cap=None)
+    who = world.subjects[0]
+    start, end = ago(hours=3), ago(hours=1)
+    real_prepare = records_sql.prepare
+
+    async def prepare(terms, items, now):
+        prepared = await real_prepare(terms, items, now)
+        await ScenarioSuspension.create(scenario_id=world.scenario_id, suspended_at=start,
+                                        reinstated_at=end)
+        return prepared
+
+    monkeypatch.setattr(records_sql, "prepare", prepare)
+    sent = await submit(client, world, [record(who, 1, ago(hours=2)), record(who, 1, ago(minutes=30))])
+    if not await ScenarioSuspension.filter(scenario_id=world.scenario_id).exists():
+        # SQLite prepares nothing outside the lock: the suspension is there before the batch
+        await ScenarioSuspension.create(scenario_id=world.scenario_id, suspended_at=start,
+                                        reinstated_at=end)
+        sent = await submit(client, world, [record(who, 1, ago(hours=2)), record(who, 1, ago(minutes=30))])
+    assert answers(sent) == (1, 0, [(0, "OUT_OF_PERIOD")])
