@@ -60,6 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn."""
     import uvicorn
 
+    from app import accepting
+
     settings = get_settings()
     workers = args.workers
     if settings.is_sqlite and workers != 1:
@@ -79,7 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,
         proxy_headers=True,
-        loop="uvloop",  # uvicorn[standard] installs both; named so a missing one fails loudly
+        # uvloop and httptools: uvicorn[standard] installs both; named so a missing one fails
+        # loudly. Workers sharing the sockets take their connections in turn (app.accepting).
+        loop=accepting.loop_setting(workers),
         http="httptools",
     )
     try:

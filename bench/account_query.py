@@ -9,7 +9,7 @@ In one run, on PostgreSQL:
    at C connections, each request with the next resident's token (a Lua script
    rotating through all tokens), after a warm-up;
 3. serves, under the same uvicorn settings (W workers sharing sockets opened as `puhui serve`
-   opens them, no access log, proxy headers), a bare
+   opens them and takes their connections, no access log, proxy headers), a bare
    Starlette endpoint defined in this file (not in the product) that verifies the same HS256 JWT
    (pinned algorithm, issuer, audience, required claims) on every request and reads the same rows
    with asyncpg in one statement (participant, balances, experience, level table, credit row);
@@ -53,7 +53,7 @@ from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app import listening
+from app import accepting, listening
 from bench.support import (
     ROOT,
     Bench,
@@ -199,7 +199,8 @@ def serve_bare(port: int, workers: int) -> int:
     """Serve the bare endpoint as `puhui serve` serves the product (app.listening)."""
     config = uvicorn.Config("account_query:bare_app", factory=True, host="127.0.0.1", port=port,
                             workers=workers, access_log=False, proxy_headers=True,
-                            log_level="warning")
+                            log_level="warning", loop=accepting.loop_setting(workers),
+                            http="httptools")
     return listening.serve(config, listening.bind("127.0.0.1", port, config.backlog))
 
 

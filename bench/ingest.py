@@ -218,7 +218,7 @@ async def plain_copy(dsn: str, rows: list[tuple[str, float, datetime, str]]) -> 
 async def ingest(base: str, code: str, token: str, bodies: list[bytes]) -> tuple[int, float]:
     """Send the bodies concurrently, all at once; accepted records and seconds.
 
-    The workers share one listening socket: the first to wake may accept every stream.
+    The workers share one listening socket and take its connections in turn (app.accepting).
     """
     headers = {"authorization": f"Bearer {token}", "content-type": "application/x-ndjson"}
 
@@ -311,7 +311,7 @@ def report(f: Figures) -> str:
         f"records sent          {f.records:>12,}   accepted {f.accepted:,}",
         f"ingest                {f.ingest_s:>12.2f} s  {f.records / f.ingest_s:>12,.0f} records/s",
         "  CPU per worker      " + ", ".join(f"{s:.2f} s" for s in f.ingest_worker_cpu_s)
-        + "  (the workers share one listening socket: one may take every stream)",
+        + "  (the workers take the streams in turn: app.accepting)",
         "  CPU                 " + f.ingest_cpu.line(),
         f"issuance              {f.issue_s:>12.2f} s  {f.issued_records / f.issue_s:>12,.0f} records/s",
         "  CPU                 " + f.issue_cpu.line(),

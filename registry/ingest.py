@@ -31,6 +31,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from app.accepting import Busy
 from app.auth import principal_from_header_async
 from app.errors import AccessError, DomainError, InvalidInput, NotFound, Unauthenticated
 from app.settings import get_settings
@@ -287,6 +288,11 @@ async def _shielded(winding_down: Coroutine[Any, Any, None]) -> None:
 
 async def ingest_scenario_records(request: Request) -> Response:
     """Apply an NDJSON body of records of the caller's published scenario, chunk by chunk."""
+    with Busy():  # from its first instant, other workers take new connections first
+        return await _ingest(request)
+
+
+async def _ingest(request: Request) -> Response:
     if request.headers.get("content-encoding", "identity").strip().lower() != "identity":
         return _error("UNSUPPORTED_MEDIA_TYPE",
                       "The body is read as plain NDJSON: send it without a Content-Encoding.")
