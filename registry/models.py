@@ -144,8 +144,11 @@ class HolidayCalendar(Model):
 
 
 class ScenarioSuspension(Model):
-    """A time a scenario was suspended: from suspended_at until reinstated_at (None while it
-    still is). Records that occurred in it earn nothing, whenever they are sent."""
+    """One time a scenario was suspended.
+
+    From suspended_at until reinstated_at (None while it still is): records that occurred in it
+    earn nothing, whenever they are sent.
+    """
 
     id = fields.BigIntField(primary_key=True)
     scenario_id = fields.BigIntField()

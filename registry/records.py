@@ -69,7 +69,7 @@ async def scenario_terms(principal: Principal, scenario_code: str) -> Terms:
     return Terms(scenario.id, scenario.code, methodology.grams_per_unit, methodology.daily_cap_grams)
 
 
-_SHARE = records_sql.SCENARIO_STATE + " FOR SHARE OF s"
+_SHARE = "SELECT status, issued_through FROM registry_scenario WHERE id = $1 FOR SHARE"
 # A scenario's batches hold this lock shared, its issuances exclusive. Unlike row locks, it
 # queues in arrival order: a batch that comes while an issuance waits waits behind it, so a
 # steady stream of batches cannot hold an issuance off.
@@ -90,14 +90,15 @@ async def lock_scenario(conn: BaseDBAsyncClient, terms: Terms) -> Locked:
     if dialect() == "postgres":
         await hold_scenario(conn, terms.code, exclusive=False)
         rows = await conn.execute_query_dict(_SHARE, [terms.scenario_id])
-        suspended = records_sql.suspended_times(rows[0]) if rows else ()
     else:
         rows = await Scenario.filter(id=terms.scenario_id).using_db(conn).values("status", "issued_through")
-        suspended = tuple(
-            await ScenarioSuspension.filter(scenario_id=terms.scenario_id).using_db(conn)
-            .order_by("id").values_list("suspended_at", "reinstated_at"))
     if not rows or rows[0]["status"] != ScenarioStatus.PUBLISHED:
         raise InvalidState("Records are accepted only for a published scenario.", "scenarioCode")
+    # A statement of its own, once the row is held: it sees a suspension or reinstatement that
+    # committed while the lock was awaited (the locking statement's other reads would not).
+    suspended = tuple(
+        await ScenarioSuspension.filter(scenario_id=terms.scenario_id).using_db(conn)
+        .order_by("id").values_list("suspended_at", "reinstated_at"))
     return Locked(rows[0]["issued_through"], suspended)
 
 

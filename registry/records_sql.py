@@ -26,20 +26,15 @@ _residents: dict[str, int] = {}  # subject -> participant id of a resident; ids 
 
 _ONCE = "registry_record_once"
 
-# The scenario's status, issued period and the times it was suspended (two arrays, in order).
-SCENARIO_STATE = """
-SELECT s.status, s.issued_through,
+# The end of the scenario's issued period and the times it was suspended (two arrays, in order).
+_STATE = """
+SELECT s.issued_through,
        ARRAY(SELECT u.suspended_at FROM registry_scenario_suspension u
              WHERE u.scenario_id = s.id ORDER BY u.id) AS since,
        ARRAY(SELECT u.reinstated_at FROM registry_scenario_suspension u
              WHERE u.scenario_id = s.id ORDER BY u.id) AS until
 FROM registry_scenario s WHERE s.id = $1
 """
-
-
-def suspended_times(row: Mapping[str, Any]) -> tuple[Interval, ...]:
-    """The (suspended_at, reinstated_at) times of a SCENARIO_STATE row."""
-    return tuple(zip(row["since"], row["until"], strict=True))
 
 # Grant intervals of some people for one scenario (registry.consent reads them).
 _GRANTS = """
@@ -121,8 +116,9 @@ _INDEX_PROBES = (
 @dataclass
 class Prepared:
     """A batch as far as it can be taken without the scenario lock: its people, the items with
-    no consent at occurredAt, and - for the issued period as read then, assuming none of its
-    externalRefs is stored - its classification and the COPY payload of its accepted items."""
+    no consent at occurredAt, and - for the issued period and the suspensions as read then,
+    assuming none of its externalRefs is stored - its classification and the COPY payload of
+    its accepted items."""
 
     residents: Mapping[str, int]
     issued_through: datetime | None
@@ -138,13 +134,16 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
     None of it depends on other batches but the externalRefs they store (checked under the lock
     and by the unique constraint), and consent at occurredAt cannot change meanwhile: a grant or
     a revocation takes effect at the moment it is made, after `now`, and records are never later
-    than `now`. So only the stored refs of refused items and the write hold the lock.
+    than `now`. So only the stored refs of refused items and the write hold the lock. (An
+    issuance or a suspension committed meanwhile is seen under the lock, and the batch is then
+    classified again.)
     """
     async with in_transaction() as conn, conn.acquire_connection() as raw:
         await raw.execute(_INDEX_PROBES)
         residents = await _resident_ids(raw, {i[1] for i in items})
-        state = await raw.fetchrow(SCENARIO_STATE, terms.scenario_id)
-        issued_through, suspended = state["issued_through"], suspended_times(state)
+        state = await raw.fetchrow(_STATE, terms.scenario_id)
+        issued_through = state["issued_through"]
+        suspended = tuple(zip(state["since"], state["until"], strict=True))
         unauthorized = await consent.unauthorized(
             terms.code, items, residents, now, issued_through, lambda pids: _grants(raw, terms.code, pids)
         )

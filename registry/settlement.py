@@ -5,6 +5,9 @@ earns, in the order records were accepted (id order), what is left of the daily 
 (person, Shanghai day) after the earlier ones of that day, those of earlier issuances included
 (a period may end within a day). Records are stored earning their computed grams; only those the
 cap clips are rewritten, so an issuance of a million records rewrites only the few over a cap.
+What a record may earn at most is what it is stored earning until then: its computed grams, or
+nothing once voided - a record that occurred while its scenario was suspended, accepted before
+such records were refused (`_void_suspended`).
 
 On PostgreSQL one statement groups the records by (person, day), totals each person and names
 the days the cap clips; a second settles the records of those days alone, record by record. On
@@ -21,7 +24,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from app.db import dialect
 from registry import rules
-from registry.models import Scenario, ScenarioRecord
+from registry.models import Scenario, ScenarioRecord, ScenarioSuspension
 
 # $1 scenario, $2 period end, $3 issued_through (or EPOCH), $4 where to read from, $5 daily cap,
 # $6 the earliest a record read can have been created. Sums stay numeric: a day of
@@ -30,8 +33,8 @@ _TOTALS = """
 WITH g AS (
     SELECT participant_id AS pid, day,
            COALESCE(SUM(earned_grams) FILTER (WHERE occurred_at <= $3), 0) AS prior,
-           COALESCE(SUM(computed_grams) FILTER (WHERE occurred_at > $3), 0) AS fresh,
-           COUNT(*) FILTER (WHERE occurred_at > $3 AND computed_grams > 0) AS records
+           COALESCE(SUM(earned_grams) FILTER (WHERE occurred_at > $3), 0) AS fresh,
+           COUNT(*) FILTER (WHERE occurred_at > $3 AND earned_grams > 0) AS records
     FROM registry_scenario_record
     WHERE scenario_id = $1 AND created_at >= $6 AND occurred_at >= $4 AND occurred_at <= $2
     GROUP BY participant_id, day
@@ -49,13 +52,13 @@ FROM e GROUP BY pid HAVING SUM(fresh) > 0 ORDER BY pid
 """
 
 # The records of the clipped (person, day) pairs ($6, $7, with $8 granted before), settled in id
-# order and rewritten; per person, how many earn nothing though they computed grams. $1 scenario,
+# order and rewritten; per person, how many earn nothing though they might have. $1 scenario,
 # $2 period end, $3 issued_through (or EPOCH), $4 daily cap, $5 the earliest creation read.
 _SETTLE = """
 WITH k AS (SELECT * FROM unnest($6::bigint[], $7::date[], $8::bigint[]) AS k(pid, day, prior)),
 x AS (
-    SELECT r.id, r.participant_id AS pid, r.computed_grams AS computed, r.earned_grams AS earned,
-           GREATEST(0, LEAST(r.computed_grams, $4 - k.prior - COALESCE(SUM(r.computed_grams) OVER (
+    SELECT r.id, r.participant_id AS pid, r.earned_grams AS earned,
+           GREATEST(0, LEAST(r.earned_grams, $4 - k.prior - COALESCE(SUM(r.earned_grams) OVER (
                PARTITION BY r.participant_id, r.day ORDER BY r.id
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0))) AS final
     FROM registry_scenario_record r JOIN k ON k.pid = r.participant_id AND k.day = r.day
@@ -65,7 +68,7 @@ u AS (
     UPDATE registry_scenario_record t SET earned_grams = x.final FROM x
     WHERE t.id = x.id AND x.final <> x.earned
 )
-SELECT pid, COUNT(*) AS nothing FROM x WHERE final = 0 AND computed > 0 GROUP BY pid
+SELECT pid, COUNT(*) AS nothing FROM x WHERE final = 0 AND earned > 0 GROUP BY pid
 """
 
 
@@ -106,9 +109,33 @@ async def settle_period(
         scenario.id, period_end, issued_through or rules.EPOCH, start, daily_cap,
         max(start, scenario.created_at),
     )
+    await _void_suspended(conn, period)
     if dialect() == "postgres":
         return await _settle_sql(conn, period)
     return await _settle_python(conn, period)
+
+
+async def _void_suspended(conn: BaseDBAsyncClient, period: _Period) -> None:
+    """Records of the period that occurred while the scenario was suspended earn nothing.
+
+    Records are refused at acceptance for that (`rules.classify`); these were accepted before
+    they were (a suspension read back from the audit trail by migration registry/0006). Only a
+    period that overlaps a suspension reads its records for them.
+    """
+    times = await ScenarioSuspension.filter(
+        scenario_id=period.scenario_id, suspended_at__lte=period.end,
+    ).using_db(conn).values_list("suspended_at", "reinstated_at")
+    for start, end in times:
+        if end is not None and end <= period.after:
+            continue
+        inside = ScenarioRecord.filter(
+            scenario_id=period.scenario_id, created_at__gte=period.created_from,
+            occurred_at__gt=period.after, occurred_at__lte=period.end,
+            occurred_at__gte=start, earned_grams__gt=0,
+        )
+        if end is not None:
+            inside = inside.filter(occurred_at__lt=end)
+        await inside.using_db(conn).update(earned_grams=0)
 
 
 async def _settle_sql(conn: BaseDBAsyncClient, period: _Period) -> list[Total]:
@@ -143,17 +170,17 @@ async def _settle_python(conn: BaseDBAsyncClient, period: _Period) -> list[Total
             occurred_at__gte=period.start, occurred_at__lte=period.end,
         )
         .using_db(conn)
-        .values_list("id", "participant_id", "day", "computed_grams", "earned_grams", "occurred_at")
+        .values_list("id", "participant_id", "day", "earned_grams", "occurred_at")
     )
     prior: dict[tuple[int, date], int] = defaultdict(int)
     fresh = []
-    for record_id, pid, day, computed, earned, occurred_at in rows:
+    for record_id, pid, day, earned, occurred_at in rows:
         if occurred_at <= period.after:
             prior[(pid, day)] += earned
         else:
-            fresh.append((record_id, pid, day, computed))
+            fresh.append((record_id, pid, day, earned))
     settled = rules.settle(fresh, prior, period.daily_cap)
-    earned_before = {record_id: earned for record_id, _, _, _, earned, _ in rows}
+    earned_before = {record_id: earned for record_id, _, _, earned, _ in rows}
     grams: dict[int, int] = defaultdict(int)
     records: dict[int, int] = defaultdict(int)
     days: dict[int, list[date]] = defaultdict(list)
