@@ -1,22 +1,28 @@
-"""Workers that share one listening socket take its connections one at a time.
+"""Workers that share one listening socket take its connections in turn.
 
 uvloop (libuv) accepts every connection waiting on a readable listening socket at once, so the
 worker that wakes first takes a whole burst: two operators' streams sent together both landed
 on one worker, which then parsed both on one core while the other worker stayed idle. Here a
-worker accepts one connection, then leaves the listening socket to the others for
-`AFTER_ACCEPT` (a burst is dealt out in turn, at up to 1,000 connections a second per worker;
-a lone connection waits for nothing). A worker reading a stream (`busy()`) also steps aside
-once for `STEP_ASIDE` before it accepts, so an idle worker takes the connection, and takes it
-itself when no other did. The connections wait in the kernel's queue meanwhile, as before: a
-worker that stops leaves them to the others.
+worker accepts one connection each time the socket is readable, and two rules deal a burst out:
 
-`puhui serve --workers N` (N > 1) runs its workers on `spreading_loop`, uvloop's loop with this
-for the servers uvicorn starts on the shared sockets.
+- for `BURST` after a quiet spell (`QUIET` without an accept), a worker pauses `AFTER_ACCEPT`
+  after each accept, in which the other workers take the next connections. A lone connection
+  is served at once (the pause only holds back one that comes right after it), and under a
+  steady flow of connections the pacing stops after `BURST`, so the accept rate is bounded for
+  that long only;
+- a worker reading an ingest stream (`busy()`) steps aside for `STEP_ASIDE` before it accepts,
+  so an idle worker takes the connection; the busy one takes it after that when no other did.
+  While every worker reads a stream, a new connection thus waits `STEP_ASIDE` once.
+
+The connections wait in the kernel's queue meanwhile, as before: a worker that stops leaves them
+to the others. `puhui serve --workers N` (N > 1) runs its workers on `spreading_loop`, uvloop's
+loop with this for the TCP servers uvicorn starts on the shared sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl as ssl_module
@@ -27,9 +33,12 @@ import uvloop
 
 log = logging.getLogger(__name__)
 
-STEP_ASIDE = 0.01  # seconds a busy worker leaves a waiting connection to the others
-AFTER_ACCEPT = 0.001  # seconds a worker leaves the rest of a burst to the others
-BACKOFF = 0.5  # seconds without accepting after the process ran out of file descriptors
+QUIET = 0.05  # seconds without an accept after which a worker's next accept starts a burst
+BURST = 0.05  # seconds from a burst's first accept during which a worker paces its accepts
+AFTER_ACCEPT = 0.001  # seconds a worker pacing its accepts leaves the next one to the others
+STEP_ASIDE = 0.01  # seconds a worker reading a stream leaves a waiting connection to the others
+BACKOFF = 0.5  # seconds without accepting once the process ran out of descriptors or memory
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _busy = 0  # streams this worker is reading now
 
 
@@ -51,8 +60,8 @@ class Busy:
 
 
 class OneAtATime:
-    """A listening socket served one accepted connection per readiness (asyncio's Server
-    methods that uvicorn uses: close and wait_closed)."""
+    """A listening socket served one accepted connection at a time (what uvicorn uses of an
+    asyncio Server: sockets, close and wait_closed)."""
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
@@ -63,29 +72,42 @@ class OneAtATime:
         self._sock = sock
         self._ssl = ssl
         self._fd = sock.fileno()
-        self._stepped_aside_at = -STEP_ASIDE  # loop time this server last stepped aside
+        self._last_accept = -QUIET  # loop time of this worker's last accept
+        self._burst = -BURST  # loop time of the first accept after its last quiet spell
+        self._stepped_aside = -STEP_ASIDE  # loop time it last stepped aside for a stream
         self._closed = False
         self._connecting: set[asyncio.Task[None]] = set()
         sock.setblocking(False)
         loop.add_reader(self._fd, self._ready)
 
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening socket."""
+        return (self._sock,)
+
     def _ready(self) -> None:
         now = self._loop.time()
-        if busy() and now - self._stepped_aside_at > 2 * STEP_ASIDE:  # once per connection
-            self._stepped_aside_at = now
+        if busy() and now - self._stepped_aside > 2 * STEP_ASIDE:  # not again for this one
+            self._stepped_aside = now
             self._pause(STEP_ASIDE)
             return
         try:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another worker took it, or the client gave up
-        except OSError as exc:  # out of file descriptors or memory: pause, as asyncio does
-            log.error("accepting a connection failed: %s; pausing %.1f s", exc, BACKOFF)
-            self._pause(BACKOFF)
+        except OSError as exc:
+            if exc.errno in _OUT_OF_RESOURCES:
+                log.error("accepting a connection failed: %s; pausing %.1f s", exc, BACKOFF)
+                self._pause(BACKOFF)
+            else:  # a network error of that connection (accept(2)): the next one is taken
+                log.warning("accepting a connection failed: %s", exc)
             return
-        self._pause(AFTER_ACCEPT)
+        if now - self._last_accept >= QUIET:
+            self._burst = now
+        self._last_accept = now
+        if now - self._burst < BURST:
+            self._pause(AFTER_ACCEPT)  # the others take the next ones of the burst
         conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = self._loop.create_task(self._connect(conn))
         self._connecting.add(task)
         task.add_done_callback(self._connecting.discard)
@@ -112,18 +134,19 @@ class OneAtATime:
             self._loop.remove_reader(self._fd)
 
     async def wait_closed(self) -> None:
-        """Connections already accepted are being set up no more."""
+        """Connections already accepted are being set up no more (uvicorn itself waits for
+        the connections to finish)."""
         if self._connecting:
             await asyncio.gather(*self._connecting, return_exceptions=True)
 
 
 class SpreadingLoop(uvloop.Loop):
-    """uvloop's loop whose servers on a given socket accept one connection at a time."""
+    """uvloop's loop whose servers on a given TCP socket accept one connection at a time."""
 
     async def create_server(self, protocol_factory: Any, *args: Any, **kwargs: Any) -> Any:
-        """`OneAtATime` for a listening socket handed over (`sock=`); uvloop's own otherwise."""
+        """`OneAtATime` for a TCP listening socket handed over (`sock=`); uvloop's own otherwise."""
         sock = kwargs.get("sock")
-        if sock is None or args:
+        if sock is None or args or sock.family not in (socket.AF_INET, socket.AF_INET6):
             return await super().create_server(protocol_factory, *args, **kwargs)
         return OneAtATime(self, protocol_factory, sock, kwargs.get("ssl"))
 
