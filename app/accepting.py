@@ -5,14 +5,13 @@ worker that wakes first takes a whole burst: two operators' streams sent togethe
 on one worker, which then parsed both on one core while the other worker stayed idle. Here a
 worker accepts one connection each time the socket is readable, and two rules deal a burst out:
 
-- for `BURST` after a quiet spell (`QUIET` without an accept), a worker pauses `AFTER_ACCEPT`
-  after each accept, in which the other workers take the next connections. A lone connection
-  is served at once (the pause only holds back one that comes right after it), and under a
-  steady flow of connections the pacing stops after `BURST`, so the accept rate is bounded for
-  that long only;
+- after a quiet spell (`QUIET` without an accept), a worker pauses `AFTER_ACCEPT` after each
+  of its first `PACED` accepts, in which the other workers take the next connections. A lone
+  connection is served at once (a pause only holds back one that comes right after it), and a
+  burst or a steady flow costs at most `PACED` short pauses per worker;
 - a worker reading an ingest stream (`busy()`) steps aside for `STEP_ASIDE` before it accepts,
-  so an idle worker takes the connection; the busy one takes it after that when no other did.
-  While every worker reads a stream, a new connection thus waits `STEP_ASIDE` once.
+  so an idle worker takes the connection; the busy one takes it when it looks again (after
+  `STEP_ASIDE`, later when its loop is busy) if no other did.
 
 The connections wait in the kernel's queue meanwhile, as before: a worker that stops leaves them
 to the others. `puhui serve --workers N` (N > 1) runs its workers on `spreading_loop`, uvloop's
@@ -33,12 +32,16 @@ import uvloop
 
 log = logging.getLogger(__name__)
 
-QUIET = 0.05  # seconds without an accept after which a worker's next accept starts a burst
-BURST = 0.05  # seconds from a burst's first accept during which a worker paces its accepts
-AFTER_ACCEPT = 0.001  # seconds a worker pacing its accepts leaves the next one to the others
+QUIET = 0.05  # seconds without an accept after which a worker's next accepts start a burst
+PACED = 4  # accepts at the start of a burst after which a worker leaves the next to the others
+AFTER_ACCEPT = 0.001  # seconds it leaves the next one to the others
 STEP_ASIDE = 0.01  # seconds a worker reading a stream leaves a waiting connection to the others
 BACKOFF = 0.5  # seconds without accepting once the process ran out of descriptors or memory
-_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# accept(2): errors of the one connection being accepted, to be passed over
+_CONNECTION_ERRORS = {
+    errno.ENETDOWN, errno.EPROTO, errno.ENOPROTOOPT, errno.EHOSTDOWN, errno.ENONET,
+    errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH, errno.ECONNRESET,
+}
 _busy = 0  # streams this worker is reading now
 
 
@@ -73,8 +76,8 @@ class OneAtATime:
         self._ssl = ssl
         self._fd = sock.fileno()
         self._last_accept = -QUIET  # loop time of this worker's last accept
-        self._burst = -BURST  # loop time of the first accept after its last quiet spell
-        self._stepped_aside = -STEP_ASIDE  # loop time it last stepped aside for a stream
+        self._paced_left = 0  # accepts of the current burst still to be followed by a pause
+        self._looked_again = -STEP_ASIDE  # loop time it came back from stepping aside
         self._closed = False
         self._connecting: set[asyncio.Task[None]] = set()
         sock.setblocking(False)
@@ -87,25 +90,25 @@ class OneAtATime:
 
     def _ready(self) -> None:
         now = self._loop.time()
-        if busy() and now - self._stepped_aside > 2 * STEP_ASIDE:  # not again for this one
-            self._stepped_aside = now
-            self._pause(STEP_ASIDE)
+        if busy() and now - self._looked_again > STEP_ASIDE:  # just back from it: take it
+            self._pause(STEP_ASIDE, looking_again=True)
             return
         try:
             conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another worker took it, or the client gave up
         except OSError as exc:
-            if exc.errno in _OUT_OF_RESOURCES:
+            if exc.errno in _CONNECTION_ERRORS:  # that connection's own: the next one is taken
+                log.warning("accepting a connection failed: %s", exc)
+            else:  # out of descriptors or memory, or the socket itself: pause, as asyncio does
                 log.error("accepting a connection failed: %s; pausing %.1f s", exc, BACKOFF)
                 self._pause(BACKOFF)
-            else:  # a network error of that connection (accept(2)): the next one is taken
-                log.warning("accepting a connection failed: %s", exc)
             return
         if now - self._last_accept >= QUIET:
-            self._burst = now
+            self._paced_left = PACED
         self._last_accept = now
-        if now - self._burst < BURST:
+        if self._paced_left:
+            self._paced_left -= 1
             self._pause(AFTER_ACCEPT)  # the others take the next ones of the burst
         conn.setblocking(False)
         task = self._loop.create_task(self._connect(conn))
@@ -119,11 +122,13 @@ class OneAtATime:
             conn.close()
             log.exception("a connection could not be set up")
 
-    def _pause(self, seconds: float) -> None:
+    def _pause(self, seconds: float, looking_again: bool = False) -> None:
         self._loop.remove_reader(self._fd)
-        self._loop.call_later(seconds, self._resume)
+        self._loop.call_later(seconds, self._resume, looking_again)
 
-    def _resume(self) -> None:
+    def _resume(self, looking_again: bool) -> None:
+        if looking_again:
+            self._looked_again = self._loop.time()
         if not self._closed:
             self._loop.add_reader(self._fd, self._ready)
 
