@@ -30,9 +30,10 @@ from app.participants import Participant
 from registry import consent, records_sql, rules
 from registry.approval_rules import CODE_RE
 from registry.authorizations import active_authorizations
-from registry.models import Methodology, Scenario, ScenarioRecord, ScenarioStatus, ScenarioSuspension
+from registry.models import Methodology, Scenario, ScenarioRecord, ScenarioStatus
 from registry.records_sql import AlreadyStored
 from registry.rules import Decision, Item, Locked, Outcome, Rejection, Terms
+from registry.suspension import suspended_times
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,7 @@ async def lock_scenario(conn: BaseDBAsyncClient, terms: Terms) -> Locked:
         raise InvalidState("Records are accepted only for a published scenario.", "scenarioCode")
     # A statement of its own, once the row is held: it sees a suspension or reinstatement that
     # committed while the lock was awaited (the locking statement's other reads would not).
-    suspended = tuple(
-        await ScenarioSuspension.filter(scenario_id=terms.scenario_id).using_db(conn)
-        .order_by("id").values_list("suspended_at", "reinstated_at"))
-    return Locked(rows[0]["issued_through"], suspended)
+    return Locked(rows[0]["issued_through"], await suspended_times(conn, terms.scenario_id))
 
 
 def check_inputs(records: Sequence[RecordInput], grams_per_unit: int) -> list[Item | Rejection]:

@@ -20,21 +20,12 @@ from tortoise.transactions import in_transaction
 
 from registry import consent, records_copy, rules
 from registry.rules import Decision, Interval, Item, Locked, Terms
+from registry.suspension import suspended_times
 
 RESIDENT_CACHE = 200_000
 _residents: dict[str, int] = {}  # subject -> participant id of a resident; ids never change
 
 _ONCE = "registry_record_once"
-
-# The end of the scenario's issued period and the times it was suspended (two arrays, in order).
-_STATE = """
-SELECT s.issued_through,
-       ARRAY(SELECT u.suspended_at FROM registry_scenario_suspension u
-             WHERE u.scenario_id = s.id ORDER BY u.id) AS since,
-       ARRAY(SELECT u.reinstated_at FROM registry_scenario_suspension u
-             WHERE u.scenario_id = s.id ORDER BY u.id) AS until
-FROM registry_scenario s WHERE s.id = $1
-"""
 
 # Grant intervals of some people for one scenario (registry.consent reads them).
 _GRANTS = """
@@ -138,15 +129,18 @@ async def prepare(terms: Terms, items: list[Item], now: datetime) -> Prepared:
     issuance or a suspension committed meanwhile is seen under the lock, and the batch is then
     classified again.)
     """
-    async with in_transaction() as conn, conn.acquire_connection() as raw:
-        await raw.execute(_INDEX_PROBES)
-        residents = await _resident_ids(raw, {i[1] for i in items})
-        state = await raw.fetchrow(_STATE, terms.scenario_id)
-        issued_through = state["issued_through"]
-        suspended = tuple(zip(state["since"], state["until"], strict=True))
-        unauthorized = await consent.unauthorized(
-            terms.code, items, residents, now, issued_through, lambda pids: _grants(raw, terms.code, pids)
-        )
+    async with in_transaction() as conn:
+        async with conn.acquire_connection() as raw:
+            await raw.execute(_INDEX_PROBES)
+            residents = await _resident_ids(raw, {i[1] for i in items})
+            issued_through = await raw.fetchval(
+                "SELECT issued_through FROM registry_scenario WHERE id = $1", terms.scenario_id
+            )
+            unauthorized = await consent.unauthorized(
+                terms.code, items, residents, now, issued_through,
+                lambda pids: _grants(raw, terms.code, pids),
+            )
+        suspended = await suspended_times(conn, terms.scenario_id)  # the ORM, once raw is back
     decision = rules.classify(items, residents, now, issued_through, (), unauthorized, suspended)
     data = records_copy.payload(terms.scenario_id, decision.accepted, now)
     return Prepared(residents, issued_through, suspended, unauthorized, decision, data)

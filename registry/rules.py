@@ -56,7 +56,7 @@ class Locked:
     suspended."""
 
     issued_through: datetime | None
-    suspended: tuple[Interval, ...] = ()
+    suspended: tuple[Interval, ...]
 
 
 class Item(NamedTuple):

@@ -24,7 +24,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from app.db import dialect
 from registry import rules
-from registry.models import Scenario, ScenarioRecord, ScenarioSuspension
+from registry.models import Scenario, ScenarioRecord
+from registry.suspension import suspended_times
 
 # $1 scenario, $2 period end, $3 issued_through (or EPOCH), $4 where to read from, $5 daily cap,
 # $6 the earliest a record read can have been created. Sums stay numeric: a day of
@@ -122,11 +123,8 @@ async def _void_suspended(conn: BaseDBAsyncClient, period: _Period) -> None:
     they were (a suspension read back from the audit trail by migration registry/0006). Only a
     period that overlaps a suspension reads its records for them.
     """
-    times = await ScenarioSuspension.filter(
-        scenario_id=period.scenario_id, suspended_at__lte=period.end,
-    ).using_db(conn).values_list("suspended_at", "reinstated_at")
-    for start, end in times:
-        if end is not None and end <= period.after:
+    for start, end in await suspended_times(conn, period.scenario_id):
+        if start > period.end or (end is not None and end <= period.after):
             continue
         inside = ScenarioRecord.filter(
             scenario_id=period.scenario_id, created_at__gte=period.created_from,

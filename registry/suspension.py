@@ -22,6 +22,7 @@ from app.auth import Principal
 from app.errors import NotFound
 from registry.approval_rules import check_reason, status_change
 from registry.models import Methodology, Scenario, ScenarioStatus, ScenarioSuspension
+from registry.rules import Interval
 
 Row = TypeVar("Row", Scenario, Methodology)
 # The same values in MethodologyStatus.
@@ -68,6 +69,14 @@ async def _change(
             await _keep_time(conn, row, to)
         await audit.record(principal, f"{what}.{verb}", model.__name__, row.id, why)
     return row
+
+
+async def suspended_times(conn: BaseDBAsyncClient, scenario_id: int) -> tuple[Interval, ...]:
+    """The (suspended_at, reinstated_at) times of a scenario's suspensions, in order, as `conn`
+    reads them now."""
+    return tuple(
+        await ScenarioSuspension.filter(scenario_id=scenario_id).using_db(conn)
+        .order_by("id").values_list("suspended_at", "reinstated_at"))
 
 
 async def _keep_time(conn: BaseDBAsyncClient, scenario: Scenario, to: str) -> None:

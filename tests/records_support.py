@@ -7,6 +7,7 @@ of the last weeks count.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -167,3 +168,16 @@ def answers(payload: dict[str, Any]) -> tuple[int, int, list[tuple[int, str]]]:
         payload["duplicates"],
         [(r["index"], r["code"]) for r in payload["rejected"]],
     )
+
+
+def ndjson(records: list[dict[str, Any]]) -> bytes:
+    """Records as NDJSON lines."""
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+async def stream(client, world: World, body: bytes, auth: str | None = None, code: str | None = None):
+    """POST an NDJSON body; the response."""
+    headers = {"authorization": f"Bearer {auth or world.operator}",
+               "content-type": "application/x-ndjson"}
+    return await client.post(f"/ingest/scenarios/{code or world.code}/records", content=body,
+                             headers=headers)

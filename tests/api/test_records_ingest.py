@@ -25,23 +25,12 @@ from tests.records_support import (
     answers,
     issue,
     make_world,
+    ndjson,
     record,
     shanghai_noon,
+    stream,
     submit,
 )
-
-
-def ndjson(records: list[dict[str, Any]]) -> bytes:
-    """Records as NDJSON lines."""
-    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
-
-
-async def stream(client, world: World, body: bytes, auth: str | None = None, code: str | None = None):
-    """POST an NDJSON body; the response."""
-    headers = {"authorization": f"Bearer {auth or world.operator}",
-               "content-type": "application/x-ndjson"}
-    return await client.post(f"/ingest/scenarios/{code or world.code}/records", content=body,
-                             headers=headers)
 
 
 async def _twin_worlds() -> tuple[World, World]:

@@ -5,7 +5,6 @@ and by the stream alike, while the records around the suspension count as before
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,17 @@ from registry import records, records_sql, rules
 from registry.models import Issuance, ScenarioRecord, ScenarioSuspension
 from registry.rules import Terms
 from tests.helpers import data, gql
-from tests.records_support import World, ago, answers, issue, make_world, record, submit
+from tests.records_support import (
+    World,
+    ago,
+    answers,
+    issue,
+    make_world,
+    ndjson,
+    record,
+    stream,
+    submit,
+)
 from tests.registry_support import REGULATOR
 
 SUSPEND = """mutation($input: StatusChangeInput!) {
@@ -63,10 +72,7 @@ async def test_records_that_occurred_while_the_scenario_was_suspended_are_refuse
     assert answers(sent) == (3, 0, [(1, "OUT_OF_PERIOD"), (2, "OUT_OF_PERIOD")])
     assert {r["message"] for r in sent["rejected"]} == {_SUSPENDED}
 
-    body = b"".join(json.dumps(r).encode() + b"\n" for r in _around(who, start, end))
-    streamed = await client.post(
-        f"/ingest/scenarios/{world.code}/records", content=body,
-        headers={"authorization": f"Bearer {world.operator}", "content-type": "application/x-ndjson"})
+    streamed = await stream(client, world, ndjson(_around(who, start, end)))
     assert streamed.status_code == 200
     assert answers(streamed.json()) == (3, 0, [(1, "OUT_OF_PERIOD"), (2, "OUT_OF_PERIOD")])
 
